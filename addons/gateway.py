@@ -1,0 +1,34 @@
+"""tollgate: run with `mitmdump -s addons/gateway.py` (or scripts/run).
+
+The addons below are the pipeline, in order: each LLM request passes them top to bottom, and they talk only through
+the call record that Classify puts in flow.metadata.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the tollgate package sits beside this script
+
+from tollgate.annotate import Annotate  # noqa: E402
+from tollgate.authenticate import Authenticate  # noqa: E402
+from tollgate.classify import Classify  # noqa: E402
+from tollgate.forward import Forward  # noqa: E402
+from tollgate.ledger import Ledger  # noqa: E402
+from tollgate.meter import Meter  # noqa: E402
+from tollgate.route import Route  # noqa: E402
+from tollgate.settings import Settings  # noqa: E402
+from tollgate.stream import Stream  # noqa: E402
+
+settings = Settings()
+
+addons = [
+    settings,                 # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
+    Classify(settings),       # is this an LLM call? open its record, parse the body once (400/413)
+    Authenticate(settings),   # which consumer: gateway key from any header style (401)
+    Route(settings),          # provider + model mapping, destination rewrite, org key injected
+    Stream(),                 # ask for stream usage; stream SSE through a metering tap
+    Forward(settings),        # serialise the body once; 502/504 in the provider's shape
+    Meter(),                  # status, latency, time to first token, tokens (reported or counted)
+    Annotate(),               # mitmweb: comment and marker
+    Ledger(settings),         # one SQLite row per call, committed before the answer completes
+]

@@ -1,0 +1,18 @@
+"""What operators see in mitmweb: the call record as the flow comment, and a marker on refused or failed calls."""
+
+from __future__ import annotations
+
+from tollgate.flows import record_of
+
+MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
+           "client_aborted": ":scissors:"}
+
+
+class Annotate:
+    def response(self, flow):
+        if record := record_of(flow):
+            flow.comment = record.comment()
+            flow.marked = MARKERS.get(record.decision, "")
+
+    def error(self, flow):
+        self.response(flow)

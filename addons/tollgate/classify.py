@@ -1,0 +1,67 @@
+"""Recognises LLM calls (a configured provider's host, or the reverse listener) and opens their record.
+
+Everything else passes untouched. The JSON body is parsed here, once per flow; a malformed or oversized body is
+refused before anything goes upstream."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from mitmproxy.proxy import mode_specs
+
+from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, gemini_path_parts
+from tollgate.core.record import METADATA_KEY, CallRecord
+from tollgate.flows import reject
+
+
+class Classify:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def request(self, flow):
+        if flow.response or flow.error or not flow.live or METADATA_KEY in flow.metadata:
+            return
+        config = self.settings.config
+        reverse = isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
+        source = None if reverse else config.provider_for_host(flow.request.host, flow.request.port)
+        if source is None and not reverse:
+            return
+        path = flow.request.path.split("?", 1)[0]
+        dialect = dialect_of_path(path)
+        if source is not None and dialect not in source.spec.dialects:
+            dialect = source.spec.dialects[0]
+        record = CallRecord(
+            id=flow.id,
+            started_at=flow.request.timestamp_start or time.time(),
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            dialect=dialect,
+            endpoint=path,
+            source=source.name if source else "",
+        )
+        flow.metadata[METADATA_KEY] = record
+
+        size = len(flow.request.raw_content or b"")
+        if size > config.max_request_bytes:
+            return reject(flow, record, 413, f"request body of {size} bytes exceeds the gateway limit of "
+                                             f"{config.max_request_bytes} bytes", code="request_too_large")
+        if size and "json" in flow.request.headers.get("content-type", "application/json"):
+            try:
+                record.body = json.loads(flow.request.get_content(strict=False) or b"")
+            except (ValueError, UnicodeDecodeError) as e:
+                return reject(flow, record, 400, f"request body is not valid JSON: {e}", code="invalid_json")
+            if not isinstance(record.body, dict):
+                record.body = None
+                return reject(flow, record, 400, "request body must be a JSON object", code="invalid_json")
+
+        body = record.body or {}
+        if dialect == GEMINI and (parts := gemini_path_parts(path)):
+            record.requested_model = parts[0]
+            record.streamed = parts[1] == "streamGenerateContent"
+        else:
+            model = body.get("model")
+            if isinstance(model, str):
+                record.requested_model = model
+            elif source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
+                record.requested_model = parts[0]
+            record.streamed = body.get("stream") is True

@@ -1,0 +1,37 @@
+"""Where clients put their API key, and which consumer a key belongs to."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import parse_qsl
+
+from .config import Consumer, key_digest
+from .providers import CREDENTIAL_HEADERS
+
+
+def client_key(headers, query: str) -> str:
+    """The key a client sent, from any header an SDK uses or Gemini's ?key=; '' if none.
+    The scheme word is optional: 'Bearer k', 'bearer k' and a bare 'k' are the same key."""
+    for name in CREDENTIAL_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            scheme, _, rest = value.partition(" ")
+            return rest.strip() if scheme.lower() == "bearer" and rest else value
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "key" and value:
+            return value
+    return ""
+
+
+def without_key_param(query: str) -> str:
+    return "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] != "key")
+
+
+def find_consumer(consumers: tuple[Consumer, ...], key: str) -> Consumer | None:
+    """Compares against every consumer in constant time, so timing tells nothing about which key is close."""
+    digest = key_digest(key)
+    found = None
+    for consumer in consumers:
+        if hmac.compare_digest(consumer.key_sha256, digest):
+            found = consumer
+    return found

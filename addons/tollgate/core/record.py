@@ -1,0 +1,65 @@
+"""The one record per LLM call: created when a flow is classified, enriched by each addon, written by the ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+METADATA_KEY = "tollgate"
+
+
+def transient(default=None, **kw):
+    """A field that lives only while the flow does; the ledger does not store it."""
+    return field(default=default, repr=False, compare=False, metadata={"transient": True}, **kw)
+
+
+@dataclass
+class CallRecord:
+    id: str
+    started_at: float                 # epoch seconds, when the request arrived
+    client_ip: str
+    dialect: str                      # openai | anthropic | gemini
+    endpoint: str                     # request path without the query
+    source: str = ""                  # provider whose host the client called ("" on the reverse listener)
+    consumer: str = ""
+    group: str = ""
+    provider: str = ""                # provider that answered
+    requested_model: str = ""
+    model: str = ""                   # model sent upstream
+    route_rule: str = ""
+    streamed: bool = False
+    status: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    usage_source: str = ""            # provider | estimate | none
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    decision: str = "forwarded"       # forwarded | rejected | upstream_error | client_aborted
+    reason: str = ""
+    body: dict | None = transient()   # the request's JSON, parsed once
+    body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
+    usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
+    first_token_at: float | None = transient()
+    meter: object = transient()       # StreamMeter of a streamed answer
+    written: bool = transient(False)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def row(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("transient")}
+
+    def comment(self) -> str:
+        """What mitmweb shows in the comment column: alice · gpt-4o-mini · 812→96 tok · 200"""
+        parts = [self.consumer or "-", self.model or self.requested_model or self.endpoint]
+        parts.append(f"{self.prompt_tokens}→{self.completion_tokens} tok")
+        parts.append(str(self.status) if self.status else self.decision)
+        if self.decision not in ("forwarded",):
+            parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
+        return " · ".join(parts)
+
+
+def stored_columns() -> list[str]:
+    return [f.name for f in dataclasses.fields(CallRecord) if not f.metadata.get("transient")]

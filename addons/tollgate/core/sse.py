@@ -1,0 +1,72 @@
+"""Server-sent events cut at arbitrary chunk boundaries, reassembled into whole events."""
+
+from __future__ import annotations
+
+import re
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+class SSEBuffer:
+    """Collects bytes and yields complete events (the raw bytes including the blank line)."""
+
+    def __init__(self, limit: int = 4 * 2**20):
+        self._buf = b""
+        self._limit = limit  # an event larger than this is passed on unparsed rather than held forever
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buf += chunk
+        events = []
+        start = 0
+        for m in _EVENT_END.finditer(self._buf):
+            events.append(self._buf[start:m.end()])
+            start = m.end()
+        self._buf = self._buf[start:]
+        if len(self._buf) > self._limit:
+            events.append(self._buf)
+            self._buf = b""
+        return events
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+
+def parse_event(raw: bytes) -> tuple[str, str]:
+    """(event name, data) of one raw event; multi-line data is joined with newlines."""
+    name, data = "", []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+    return name, "\n".join(data)
+
+
+class StreamTap:
+    """The callable mitmproxy streams an SSE answer through: passes whole events on, meters them, and drops the
+    usage-only chunk that the gateway asked for on the client's behalf."""
+
+    def __init__(self, meter, drop_usage_chunk: bool, clock):
+        self.meter = meter
+        self.drop_usage_chunk = drop_usage_chunk
+        self.first_token_at: float | None = None
+        self._clock = clock
+        self._buffer = SSEBuffer()
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if not chunk:  # end of stream
+            rest = self._buffer.flush()
+            if rest.strip():
+                self._meter(rest)
+            return rest
+        out = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
+        return b"".join(out)
+
+    def _meter(self, raw: bytes) -> bool:
+        """Feeds one event to the meter; True if the event is to be dropped."""
+        name, data = parse_event(raw)
+        usage_only = self.meter.feed(data, name)
+        if self.first_token_at is None and self.meter.text:
+            self.first_token_at = self._clock()
+        return usage_only and self.drop_usage_chunk

@@ -1,0 +1,34 @@
+"""Small helpers the addons share: the call record of a flow, and answering a flow from the gateway itself."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from tollgate.core.dialects import error_body
+from tollgate.core.record import METADATA_KEY, CallRecord
+
+SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
+
+
+def record_of(flow) -> CallRecord | None:
+    return flow.metadata.get(METADATA_KEY)
+
+
+def pending(flow) -> CallRecord | None:
+    """The record of an LLM flow that is still on its way upstream (the guard of request-phase hooks)."""
+    if flow.response or flow.error or not flow.live:
+        return None
+    return flow.metadata.get(METADATA_KEY)
+
+
+def reject(flow, record: CallRecord, status: int, message: str, *, decision: str = "rejected",
+           code: str | None = None, headers: dict | None = None) -> None:
+    """Answers in the provider's error shape, so the client's SDK raises the exception that fits the status."""
+    flow.response = http.Response.make(
+        status, error_body(record.dialect, status, message, code),
+        {"content-type": "application/json", **(headers or {})},
+    )
+    flow.metadata[SYNTHETIC] = True
+    record.status = status
+    record.decision = decision
+    record.reason = message

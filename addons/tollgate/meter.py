@@ -1,0 +1,86 @@
+"""Settles each call's numbers once it ends: status, latency, time to first token, and tokens as the provider
+reported them, or counted from the prompt and the streamed text when it did not (a stream cut short)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from tollgate.core import tokens
+from tollgate.core.dialects import Usage, usage_from_body
+from tollgate.flows import SYNTHETIC, record_of
+
+
+class Meter:
+    def __init__(self):
+        self._preload: asyncio.Future | None = None
+
+    def running(self):
+        if self._preload is None:  # building the token tables takes a second of CPU: not on the event loop
+            self._preload = asyncio.get_running_loop().run_in_executor(None, tokens.preload)
+
+    def response(self, flow):
+        record = record_of(flow)
+        if record is None or flow.metadata.get(SYNTHETIC):
+            return
+        record.status = flow.response.status_code
+        end = flow.response.timestamp_end or time.time()
+        record.latency_ms = round((end - record.started_at) * 1000, 2)
+        if record.meter is not None:
+            self._settle_stream(record, finished=True)
+        else:
+            record.ttft_ms = record.latency_ms
+            self._settle(record, _usage_of(record.dialect, flow.response), "", finished=True)
+
+    def error(self, flow):
+        record = record_of(flow)
+        if record is None or flow.metadata.get(SYNTHETIC):
+            return
+        if flow.response is not None and record.status == 0:
+            record.status = flow.response.status_code
+        record.latency_ms = round((time.time() - record.started_at) * 1000, 2)
+        if record.decision == "forwarded":
+            message = (flow.error.msg if flow.error else "").lower()
+            record.decision = "client_aborted" if "client" in message else "upstream_error"
+            record.reason = flow.error.msg if flow.error else ""
+        if record.meter is not None:
+            self._settle_stream(record, finished=False)
+
+    def _settle_stream(self, record, finished: bool) -> None:
+        tap = record.meter
+        if tap.first_token_at is not None:
+            record.ttft_ms = round((tap.first_token_at - record.started_at) * 1000, 2)
+        self._settle(record, tap.meter.usage, tap.meter.streamed_text, finished)
+
+    @staticmethod
+    def _settle(record, usage: Usage | None, streamed_text: str, finished: bool) -> None:
+        """Usage the provider reported for a finished answer wins; whatever is missing (a stream cut short, a
+        provider that reports nothing) is counted with tiktoken."""
+        if finished and usage is not None:
+            record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            record.cached_tokens = usage.cached_tokens
+            record.usage_source = "provider"
+            return
+        if record.status and record.status >= 400 and not streamed_text:
+            record.usage_source = "none"  # a refused call: no tokens
+            return
+        model = record.model or record.requested_model
+        record.prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else tokens.estimate_prompt(
+            model, record.body)
+        record.completion_tokens = max(usage.completion_tokens if usage else 0,
+                                       tokens.count_text(model, streamed_text))
+        record.cached_tokens = usage.cached_tokens if usage else 0
+        record.usage_source = "estimate"
+
+
+def _usage_of(dialect: str, response) -> Usage | None:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        body = json.loads(response.get_content(strict=False) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(body, list):  # Gemini's streamGenerateContent without alt=sse: an array of chunks
+        body = next((c for c in reversed(body) if isinstance(c, dict) and "usageMetadata" in c), None)
+    return usage_from_body(dialect, body) if isinstance(body, dict) else None

@@ -1,0 +1,57 @@
+"""Routing, model mapping and the org key: picks the provider and model, rewrites the destination, removes every
+credential the client sent and injects the provider's organisation key (round-robin over several keys)."""
+
+from __future__ import annotations
+
+import itertools
+
+from tollgate.core.config import Config
+from tollgate.core.credentials import without_key_param
+from tollgate.core.providers import CREDENTIAL_HEADERS
+from tollgate.core.routing import RouteError, destination, resolve
+from tollgate.flows import pending, reject
+
+
+class Route:
+    def __init__(self, settings):
+        self.settings = settings
+        self._keys: dict[str, itertools.cycle] = {}
+        self._keys_of: Config | None = None
+
+    def _next_key(self, config: Config, provider) -> str:
+        if self._keys_of is not config:  # a reloaded configuration starts new rotations
+            self._keys = {name: itertools.cycle(p.keys) for name, p in config.providers.items() if p.keys}
+            self._keys_of = config
+        rotation = self._keys.get(provider.name)
+        return next(rotation) if rotation else ""
+
+    def request(self, flow):
+        if not (record := pending(flow)):
+            return
+        config = self.settings.config
+        source = config.providers.get(record.source)
+        try:
+            route = resolve(config, record.dialect, source, record.requested_model)
+        except RouteError as e:
+            return reject(flow, record, 404, str(e), code="model_not_found")
+        record.provider = route.provider.name
+        record.model = route.model
+        record.route_rule = route.rule
+
+        request = flow.request
+        path, _, query = request.path.partition("?")
+        target = destination(route, record.dialect, source, path, without_key_param(query))
+        if target.host:  # scheme first, then host, then port (setting host rewrites the Host header)
+            request.scheme = target.scheme
+            request.host = target.host
+            request.port = target.port
+        request.path = target.path
+        if record.body is not None and route.model and record.body.get("model") not in (None, route.model):
+            record.body["model"] = route.model
+            record.body_changed = True
+
+        for name in CREDENTIAL_HEADERS:
+            request.headers.pop(name, None)
+        if key := self._next_key(config, route.provider):
+            header, prefix = route.provider.spec.auth[record.dialect]
+            request.headers[header] = prefix + key

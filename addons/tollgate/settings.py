@@ -1,0 +1,109 @@
+"""Loads the configuration, reloads it when the file changes, and sets the mitmproxy options it implies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.proxy import mode_specs
+
+from tollgate.core.config import Config, ConfigError, load_config
+
+log = logging.getLogger("tollgate")
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "gateway.yaml")
+POLL_SECONDS = 1.0
+
+
+def host_regex(hostport: str) -> str:
+    """allow_hosts entries are unanchored regexes over host:port: anchor them, and turn '*.' into a label match."""
+    if hostport.startswith("*."):
+        return r"^[^:]+\." + re.escape(hostport[2:]) + "$"
+    return "^" + re.escape(hostport) + "$"
+
+
+class Settings:
+    def __init__(self):
+        self.config: Config | None = None
+        self._stamp: tuple | None = None
+        self._watcher: asyncio.Task | None = None
+
+    def load(self, loader):
+        loader.add_option("tollgate_config", str, DEFAULT_CONFIG,
+                          "tollgate configuration file (YAML); edits are picked up without a restart")
+
+    def configure(self, updated):
+        if "tollgate_config" in updated:
+            try:
+                self._load()
+            except ConfigError as e:
+                if self.config is None:
+                    raise exceptions.OptionsError(f"tollgate: bad configuration: {e}") from None
+                log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
+        if updated & {"tollgate_config", "mode", "connection_strategy", "allow_hosts"} and self.config:
+            self._apply_options()
+
+    def running(self):  # sync on purpose: an async running() breaks hot reload of the script
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def done(self):
+        if self._watcher:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(ctx.options.tollgate_config)
+            return st.st_mtime_ns, st.st_size, st.st_ino
+        except OSError:
+            return None
+
+    def _load(self) -> None:
+        stamp = self._file_stamp()
+        config = load_config(ctx.options.tollgate_config)
+        self._stamp = stamp
+        self.config = config
+        for warning in config.warnings:
+            log.warning("tollgate: %s", warning)
+        log.info("tollgate: configuration loaded from %s (%d providers, %d consumers)",
+                 ctx.options.tollgate_config, len(config.providers), len(config.consumers))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            stamp = self._file_stamp()
+            if stamp is None or stamp == self._stamp:
+                continue
+            try:
+                config = await asyncio.to_thread(load_config, ctx.options.tollgate_config)
+            except ConfigError as e:
+                log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
+                self._stamp = stamp  # report a bad edit once, not every second
+                continue
+            self._stamp = stamp
+            self.config = config
+            for warning in config.warnings:
+                log.warning("tollgate: %s", warning)
+            log.info("tollgate: configuration reloaded from %s", ctx.options.tollgate_config)
+            self._apply_options()
+
+    def _apply_options(self) -> None:
+        """Decrypt only provider hosts (and reverse-listener targets); connect upstream only after routing."""
+        hosts = [h for p in self.config.providers.values() for h in p.hosts]
+        for spec in ctx.options.mode:
+            mode = mode_specs.ProxyMode.parse(spec)
+            if isinstance(mode, mode_specs.ReverseMode):
+                hosts.append("{}:{}".format(*mode.address))
+        allow = sorted({host_regex(h) for h in hosts})
+        changes = {}
+        if ctx.options.connection_strategy != "lazy":
+            changes["connection_strategy"] = "lazy"
+        if list(ctx.options.allow_hosts) != allow:
+            changes["allow_hosts"] = allow
+        if changes:
+            ctx.options.update(**changes)

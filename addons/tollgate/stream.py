@@ -1,0 +1,39 @@
+"""Streaming: SSE answers flow to the client event by event (never buffered) through a tap that meters them.
+
+For OpenAI streams the gateway asks for the final usage chunk (stream_options.include_usage) when the client did
+not, and removes that chunk again so the client sees exactly the stream it asked for."""
+
+from __future__ import annotations
+
+import time
+
+from tollgate.core.dialects import OPENAI, StreamMeter
+from tollgate.core.sse import StreamTap
+from tollgate.flows import SYNTHETIC, pending, record_of
+
+_USAGE_ENDPOINTS = ("/chat/completions", "/completions")
+
+
+class Stream:
+    def request(self, flow):
+        if not (record := pending(flow)) or not record.streamed or record.dialect != OPENAI or record.body is None:
+            return
+        if not record.endpoint.endswith(_USAGE_ENDPOINTS):
+            return
+        options = record.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            return
+        record.body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        record.body_changed = True
+        record.usage_injected = True
+
+    def responseheaders(self, flow):
+        record = record_of(flow)
+        if record is None or flow.metadata.get(SYNTHETIC) or flow.error:
+            return
+        if not flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            return
+        record.streamed = True
+        tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time)
+        record.meter = tap
+        flow.response.stream = tap

@@ -1,0 +1,243 @@
+"""A fake LLM provider for tests, the demo and the benchmark: OpenAI, Anthropic and Gemini wire formats, offline.
+
+Knobs, per request as headers (they pass through the gateway) or for the whole server as options:
+  x-fake-status: 503        answer with this status in the provider's error shape
+  x-fake-delay-ms: 200      pause between streamed chunks (and before a plain answer)
+  x-fake-words: 40          words in the completion
+  x-fake-hang: 1            never answer (for timeout tests)
+Served at any path prefix (/v1/..., /compatible-mode/v1/..., /openai/deployments/x/...), so routed traffic lands.
+GET /_fake/requests lists the requests seen (method, path, headers, body); DELETE clears them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from collections import deque
+
+from aiohttp import web
+
+WORDS = ("tollgate answers every call from the fake provider with a steady stream of words so tests can count "
+         "tokens and watch chunks arrive one by one").split()
+
+seen: deque = deque(maxlen=2000)
+defaults = {"words": 12, "delay_ms": 0}
+
+
+def completion_text(n: int) -> str:
+    return " ".join(WORDS[i % len(WORDS)] for i in range(n))
+
+
+def prompt_tokens(body: dict) -> int:
+    """A deterministic stand-in for a tokenizer: whitespace-separated words in the prompt, plus 7."""
+    text = json.dumps(body.get("messages") or body.get("contents") or body.get("prompt") or body.get("input") or "")
+    return len(text.split()) + 7
+
+
+def knobs(request: web.Request) -> tuple[int, float, int]:
+    status = int(request.headers.get("x-fake-status", 200))
+    delay = float(request.headers.get("x-fake-delay-ms", defaults["delay_ms"])) / 1000
+    words = int(request.headers.get("x-fake-words", defaults["words"]))
+    return status, delay, words
+
+
+async def read_json(request: web.Request) -> dict:
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {"_unparsed": raw.decode("utf-8", "replace")}
+    seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+                 "body": body, "at": time.time()})
+    return body if isinstance(body, dict) else {}
+
+
+def openai_error(status: int) -> web.Response:
+    return web.json_response({"error": {"message": f"fake upstream error {status}", "type": "server_error",
+                                        "param": None, "code": None}}, status=status)
+
+
+async def sse(request: web.Request, events, delay: float) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    await response.prepare(request)
+    for i, event in enumerate(events):
+        if i and delay:
+            await asyncio.sleep(delay)
+        await response.write(event.encode())
+    await response.write_eof()
+    return response
+
+
+async def maybe_hang(request: web.Request) -> None:
+    if request.headers.get("x-fake-hang"):
+        await asyncio.sleep(3600)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    await maybe_hang(request)
+    status, delay, n = knobs(request)
+    if status != 200:
+        return openai_error(status)
+    model = body.get("model", "fake-model")
+    legacy = request.path.endswith("/completions") and not request.path.endswith("chat/completions")
+    ptok, words = prompt_tokens(body), completion_text(n).split(" ")
+    usage = {"prompt_tokens": ptok, "completion_tokens": n, "total_tokens": ptok + n}
+    created, cid = int(time.time()), f"chatcmpl-fake{len(seen)}"
+    obj = "text_completion" if legacy else "chat.completion"
+    if not body.get("stream"):
+        await asyncio.sleep(delay)
+        choice = ({"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None} if legacy else
+                  {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"})
+        return web.json_response({"id": cid, "object": obj, "created": created, "model": model,
+                                  "choices": [choice], "usage": usage})
+    include_usage = (body.get("stream_options") or {}).get("include_usage")
+
+    def chunk(delta=None, finish=None, text=None, choices=True, with_usage=False):
+        c = {"id": cid, "object": obj + ".chunk" if not legacy else obj, "created": created, "model": model}
+        if choices:
+            c["choices"] = [{"index": 0, "text": text, "finish_reason": finish} if legacy else
+                            {"index": 0, "delta": delta or {}, "finish_reason": finish}]
+        else:
+            c["choices"] = []
+        if include_usage:
+            c["usage"] = usage if with_usage else None
+        return f"data: {json.dumps(c)}\n\n"
+
+    events = [] if legacy else [chunk({"role": "assistant", "content": ""})]
+    for i, w in enumerate(words):
+        piece = w if i == 0 else " " + w
+        events.append(chunk(text=piece) if legacy else chunk({"content": piece}))
+    events.append(chunk(text="", finish="stop") if legacy else chunk({}, "stop"))
+    if include_usage:
+        events.append(chunk(choices=False, with_usage=True))
+    events.append("data: [DONE]\n\n")
+    return await sse(request, events, delay)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    status, _, _ = knobs(request)
+    if status != 200:
+        return openai_error(status)
+    inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+    ptok = prompt_tokens(body)
+    return web.json_response({"object": "list", "model": body.get("model", "fake-embed"),
+                              "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                                       for i in range(len(inputs))],
+                              "usage": {"prompt_tokens": ptok, "total_tokens": ptok}})
+
+
+async def models(request: web.Request) -> web.Response:
+    await read_json(request)
+    return web.json_response({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in ("gpt-4o-mini", "gpt-4o")]})
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    await maybe_hang(request)
+    status, delay, n = knobs(request)
+    if status != 200:
+        return web.json_response({"type": "error", "error": {"type": "api_error",
+                                                             "message": f"fake upstream error {status}"}},
+                                 status=status)
+    model, ptok = body.get("model", "claude-fake"), prompt_tokens(body)
+    text = completion_text(n)
+    mid = f"msg_fake{len(seen)}"
+    if not body.get("stream"):
+        await asyncio.sleep(delay)
+        return web.json_response({"id": mid, "type": "message", "role": "assistant", "model": model,
+                                  "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                                  "stop_sequence": None, "usage": {"input_tokens": ptok, "output_tokens": n}})
+
+    def ev(name, data):
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+    events = [ev("message_start", {"message": {"id": mid, "type": "message", "role": "assistant", "model": model,
+                                               "content": [], "stop_reason": None, "stop_sequence": None,
+                                               "usage": {"input_tokens": ptok, "output_tokens": 1}}}),
+              ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+              ev("ping", {})]
+    for i, w in enumerate(text.split(" ")):
+        events.append(ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                       "text": w if i == 0 else " " + w}}))
+    events += [ev("content_block_stop", {"index": 0}),
+               ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": n}}),
+               ev("message_stop", {})]
+    return await sse(request, events, delay)
+
+
+async def gemini(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    status, delay, n = knobs(request)
+    model, method = request.match_info["model"], request.match_info["method"]
+    if status != 200:
+        return web.json_response({"error": {"code": status, "message": f"fake upstream error {status}",
+                                            "status": "UNAVAILABLE"}}, status=status)
+    ptok = prompt_tokens(body)
+    words = completion_text(n).split(" ")
+
+    def piece(text, done, count):
+        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                                **({"finishReason": "STOP"} if done else {})}],
+                "usageMetadata": {"promptTokenCount": ptok, "candidatesTokenCount": count,
+                                  "totalTokenCount": ptok + count}, "modelVersion": model}
+
+    if method == "generateContent":
+        await asyncio.sleep(delay)
+        return web.json_response(piece(" ".join(words), True, n))
+    events = [f"data: {json.dumps(piece(w if i == 0 else ' ' + w, i == n - 1, i + 1))}\r\n\r\n"
+              for i, w in enumerate(words)]
+    return await sse(request, events, delay)
+
+
+async def list_seen(request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        seen.clear()
+        return web.json_response({"cleared": True})
+    return web.json_response(list(seen))
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 2**20)
+    app.router.add_route("*", "/_fake/requests", list_seen)
+    app.router.add_route("POST", r"/{prefix:.*}models/{model:[^/:]+}:{method:[A-Za-z]+}", gemini)
+    app.router.add_post(r"/{prefix:.*}chat/completions", chat)
+    app.router.add_post(r"/{prefix:.*}completions", chat)
+    app.router.add_post(r"/{prefix:.*}embeddings", embeddings)
+    app.router.add_post(r"/{prefix:.*}messages", messages)
+    app.router.add_get(r"/{prefix:.*}models", models)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
+    parser.add_argument("--words", type=int, default=12, help="default completion length")
+    parser.add_argument("--delay-ms", type=float, default=0, help="default pause between streamed chunks")
+    args = parser.parse_args()
+    defaults.update(words=args.words, delay_ms=args.delay_ms)
+
+    async def serve():
+        runner = web.AppRunner(make_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        print(f"fake-llm listening on http://{args.host}:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
