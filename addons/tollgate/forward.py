@@ -30,12 +30,9 @@ def _send(self, event):
     if record is None or status is None or self.response or not (self.conn.state & ConnectionState.CAN_WRITE):
         yield from _original_send(self, event)
         return
-    if record.decision == "upstream_timeout":
-        status, message = 504, f"provider {record.provider} did not answer in time"
-    else:
-        record.decision = "upstream_error"
-        message = f"cannot reach provider {record.provider}: {event.message}"
-    record.status, record.reason = status, message
+    # The error hook (Meter) has settled status and reason already; the ledger row says what the client gets.
+    status = record.status if record.status >= 500 else status
+    message = record.reason or f"provider {record.provider} failed: {event.message}"
     response = http.Response.make(status, error_body(record.dialect, status, message),
                                   {"content-type": "application/json", "connection": "close"})
     yield commands.SendData(self.conn, assemble_response(response))

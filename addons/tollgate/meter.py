@@ -37,13 +37,17 @@ class Meter:
         record = record_of(flow)
         if record is None or flow.metadata.get(SYNTHETIC):
             return
-        if flow.response is not None and record.status == 0:
-            record.status = flow.response.status_code
         record.latency_ms = round((time.time() - record.started_at) * 1000, 2)
-        if record.decision == "forwarded":
-            message = (flow.error.msg if flow.error else "").lower()
-            record.decision = "client_aborted" if "client" in message else "upstream_error"
-            record.reason = flow.error.msg if flow.error else ""
+        message = flow.error.msg if flow.error else ""
+        if flow.response is not None:
+            record.status = flow.response.status_code
+        if record.decision == "upstream_timeout":
+            record.status, record.reason = 504, f"provider {record.provider} did not answer in time"
+        elif "client" in message.lower():
+            record.decision, record.reason = "client_aborted", message
+        else:  # the gateway answers this one itself (see forward.py), so the ledger says what the client got
+            record.decision, record.reason = "upstream_error", f"cannot reach provider {record.provider}: {message}"
+            record.status = record.status or 502
         if record.meter is not None:
             self._settle_stream(record, finished=False)
 

@@ -1,0 +1,41 @@
+import pytest
+
+from harness import FakeLLM, Gateway, providers_to
+
+ALICE_KEY = "tg-alice-0123456789abcdef"
+BOB_KEY = "tg-bob-fedcba9876543210"
+
+
+@pytest.fixture(scope="session")
+def fake(tmp_path_factory):
+    server = FakeLLM(tmp_path_factory.mktemp("fake"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, fake):
+    """The standard gateway: four providers on the fake upstream, two consumers, a reverse listener."""
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), {
+        "providers": providers_to(fake),
+        "models": [{"match": "gpt-3.5-turbo", "provider": "qwen", "model": "qwen-turbo"}],
+        "consumers": [{"name": "alice", "key": ALICE_KEY, "group": "research"}, {"name": "bob", "key": BOB_KEY}],
+        "gateway": {"upstream_timeout": "1500ms", "max_request_bytes": "256KB"},
+    }, reverse=True)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def make_gateway(tmp_path, fake):
+    """A gateway of the test's own, for configurations the standard one does not have."""
+    started = []
+
+    def start(config: dict, **kw) -> Gateway:
+        gw = Gateway(tmp_path / f"gw{len(started)}", config, **kw)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()

@@ -1,0 +1,178 @@
+"""Real parts for end-to-end tests: the fake provider and mitmdump as subprocesses, SDK clients through the proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED_TIKTOKEN = ROOT.parent / "shared" / "tiktoken-cache"
+
+
+def subprocess_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    if SHARED_TIKTOKEN.is_dir():
+        env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_TIKTOKEN))
+    return env
+
+
+def wait_for_line(proc: subprocess.Popen, log: Path, pattern: str, timeout: float = 30) -> list[re.Match]:
+    """Waits until every line matching pattern that the process will print at start-up is there; returns them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = log.read_text() if log.exists() else ""
+        matches = list(re.finditer(pattern, text))
+        if matches:
+            return matches
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{text}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no {pattern!r} within {timeout}s:\n{log.read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeLLM:
+    def __init__(self, workdir: Path, *args: str):
+        self.log = workdir / "fake-llm.log"
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake_llm.py"), "--port", "0", *args],
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env())
+        m = wait_for_line(self.proc, self.log, r"listening on (http://[\d.]+:(\d+))")[0]
+        self.url, self.port = m[1], int(m[2])
+
+    def requests(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_fake/requests", trust_env=False).json()
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.url}/_fake/requests", trust_env=False)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Gateway:
+    """A real mitmdump running addons/gateway.py with its own confdir (and so its own CA), on free ports."""
+
+    def __init__(self, workdir: Path, config: dict, reverse: bool = False, extra: tuple[str, ...] = (),
+                 env: dict | None = None):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "gateway.yaml"
+        config = {"ledger": {"path": str(workdir / "usage.db")}, **config}
+        self.write_config(config)
+        self.ledger_path = Path(config["ledger"]["path"])
+        self.confdir = workdir / "conf"
+        self.log = workdir / "mitmdump.log"
+        modes = ["--mode", "regular@0"] + (["--mode", f"reverse:https://api.openai.com@{free_port()}"] if reverse else [])
+        cmd = [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--listen-host", "127.0.0.1",
+               *modes, "--set", f"confdir={self.confdir}", "--set", f"tollgate_config={self.config_path}", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+                                     env={**subprocess_env(), **(env or {})}, cwd=workdir)
+        wait_for_line(self.proc, self.log, r"usage ledger at")
+        self.port = int(wait_for_line(self.proc, self.log, r"HTTP\(S\) proxy listening at [\d.]+:(\d+)")[0][1])
+        self.reverse_port = None
+        if reverse:
+            self.reverse_port = int(wait_for_line(self.proc, self.log, r"[Rr]everse proxy.*listening at [\d.]+:(\d+)")[0][1])
+        self.proxy = f"http://127.0.0.1:{self.port}"
+        self.ca = str(self.confdir / "mitmproxy-ca-cert.pem")
+
+    def write_config(self, config: dict | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config_path)  # atomic: the gateway never reads half a file
+
+    @contextlib.contextmanager
+    def client_env(self, proxy: bool = True):
+        """The environment a developer machine has: HTTPS_PROXY and the gateway CA, nothing else.
+        proxy=False: no proxy at all, for base-URL clients of the reverse listener."""
+        saved = {k: os.environ.get(k) for k in ("HTTPS_PROXY", "HTTP_PROXY", "SSL_CERT_FILE", "NO_PROXY", "no_proxy",
+                                                 "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy")}
+        for k in saved:
+            os.environ.pop(k, None)
+        if proxy:
+            os.environ.update(HTTPS_PROXY=self.proxy, HTTP_PROXY=self.proxy, SSL_CERT_FILE=self.ca)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def openai(self, key: str, **kw):
+        import openai
+
+        with self.client_env(proxy="base_url" not in kw):  # the SDK reads the proxy and CA when its client is built
+            return openai.OpenAI(api_key=key, max_retries=0, **kw)
+
+    def anthropic(self, key: str, **kw):
+        import anthropic
+
+        with self.client_env(proxy="base_url" not in kw):
+            return anthropic.Anthropic(api_key=key, max_retries=0, **kw)
+
+    def httpx(self, **kw) -> httpx.Client:
+        with self.client_env():
+            return httpx.Client(timeout=30, **kw)
+
+    def rows(self, where: str = "1=1", args=()) -> list[dict]:
+        db = sqlite3.connect(self.ledger_path)
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute(f"SELECT * FROM calls WHERE {where} ORDER BY started_at", args)]
+        finally:
+            db.close()
+
+    def last_row(self) -> dict:
+        rows = self.rows()
+        assert rows, "ledger is empty"
+        return rows[-1]
+
+    def wait_for(self, predicate, timeout: float = 5.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if result := predicate():
+                return result
+            time.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def providers_to(fake: FakeLLM, **extra) -> dict:
+    """Every provider type the tests use, with org keys, sent to the fake provider."""
+    providers = {
+        "openai": {"type": "openai", "keys": ["sk-org-openai-1", "sk-org-openai-2"], "upstream": fake.url},
+        "anthropic": {"type": "anthropic", "keys": ["sk-ant-org-1"], "upstream": fake.url},
+        "gemini": {"type": "gemini", "keys": ["gem-org-1"], "upstream": fake.url},
+        "qwen": {"type": "qwen", "keys": ["dash-org-1"], "upstream": fake.url},
+    }
+    providers.update(extra)
+    return providers
