@@ -60,8 +60,8 @@ class Classify:
             record.streamed = parts[1] == "streamGenerateContent"
         else:
             model = body.get("model")
-            if isinstance(model, str):
+            if source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
+                record.requested_model = parts[0]  # Azure: the deployment in the path is what answers
+            elif isinstance(model, str):
                 record.requested_model = model
-            elif source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
-                record.requested_model = parts[0]
             record.streamed = body.get("stream") is True

@@ -1,0 +1,69 @@
+"""Configuration parsing: environment substitution, validation errors that name the key path."""
+
+import pytest
+
+from tollgate.core.config import ConfigError, key_digest, parse_config, parse_duration, parse_size
+
+BASE = {"providers": {"openai": {"type": "openai", "keys": ["${OPENAI_API_KEY}"]}}}
+
+
+def test_env_vars_are_substituted_with_defaults_and_unset_ones_warned():
+    config = parse_config({
+        "providers": {"openai": {"type": "openai", "keys": ["${OPENAI_API_KEY}", "${MISSING_KEY}"]},
+                      "local": {"type": "openai-compatible", "hosts": ["${LLM_HOST:-llm.internal:8000}"]}},
+        "consumers": [{"name": "alice", "key": "${ALICE_KEY}"}],
+    }, env={"OPENAI_API_KEY": "sk-org", "ALICE_KEY": "k1"})
+    assert config.providers["openai"].keys == ("sk-org",)
+    assert config.providers["local"].hosts == ("llm.internal:8000",)
+    assert config.providers["local"].base_url == "http://llm.internal:8000/v1"
+    assert config.consumers[0].key_sha256 == key_digest("k1")
+    assert any("providers.openai.keys[1]: ${MISSING_KEY} is not set" in w for w in config.warnings)
+
+
+def test_consumer_with_unset_key_cannot_authenticate_but_auth_stays_required():
+    config = parse_config({**BASE, "consumers": [{"name": "alice", "key": "${NOPE}"}]}, env={})
+    assert config.consumers == () and config.auth_required
+
+
+@pytest.mark.parametrize("data, message", [
+    ({}, "providers: at least one provider is required"),
+    ({"providers": {"x": {"type": "nope"}}}, "providers.x.type: unknown provider type 'nope'"),
+    ({"providers": {"x": {"type": "openai", "kyes": []}}}, "providers.x.kyes: unknown key"),
+    ({"providers": {"x": {"type": "openai-compatible"}}}, "providers.x.hosts: provider type 'openai-compatible' has no default host"),
+    ({**BASE, "models": [{"match": "gpt-4", "provider": "qwen"}]}, "models[0].provider: no provider named 'qwen'"),
+    ({**BASE, "models": [{"match": "g*pt", "provider": "openai"}]}, "models[0].match: '*' may only end a pattern"),
+    ({**BASE, "models": [{"match": "a", "provider": "openai"}, {"match": "a", "provider": "openai"}]},
+     "models[1].match: 'a' is matched by an earlier rule already"),
+    ({**BASE, "consumers": [{"name": "a", "key_sha256": "xyz"}]}, "consumers[0].key_sha256: expected 64 hex digits"),
+    ({**BASE, "consumers": "alice"}, "consumers: expected a list"),
+    ({**BASE, "gateway": {"max_request_bytes": "lots"}}, "gateway.max_request_bytes: expected a size"),
+    ({**BASE, "providers": {"a": {"type": "openai"}, "b": {"type": "openai"}}},
+     "providers.b.hosts: api.openai.com:443 is already served by a"),
+    ({**BASE, "ledgr": {}}, "config.ledgr: unknown key"),
+])
+def test_bad_config_names_the_key_path_and_reason(data, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, env={})
+    assert message in str(e.value)
+
+
+def test_sizes_and_durations():
+    assert parse_size("1MB", "x") == 1_000_000 and parse_size("512KiB", "x") == 524288 and parse_size(10, "x") == 10
+    assert parse_duration("1h", "x") == 3600 and parse_duration("500ms", "x") == 0.5 and parse_duration(30, "x") == 30
+
+
+def test_wildcard_hosts_match_subdomains_only():
+    config = parse_config({"providers": {"azure": {"type": "azure-openai", "hosts": ["*.openai.azure.com"]}}}, env={})
+    assert config.provider_for_host("myres.openai.azure.com", 443).name == "azure"
+    assert config.provider_for_host("openai.azure.com", 443) is None
+    assert config.provider_for_host("myres.openai.azure.com", 8443) is None
+
+
+def test_shipped_config_loads(monkeypatch):
+    from pathlib import Path
+
+    from tollgate.core.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "config" / "gateway.yaml", env={"ALICE_KEY": "k"})
+    assert {"openai", "anthropic", "gemini", "qwen"} <= set(config.providers)
+    assert config.rules[0].match == "gpt-3.5-turbo"

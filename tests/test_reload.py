@@ -1,0 +1,48 @@
+"""Configuration edits reach the running gateway; a bad edit is logged and the previous configuration serves on."""
+
+import pytest
+import openai
+
+from harness import providers_to
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def test_good_edit_applies_and_bad_edit_keeps_old_config(make_gateway, fake):
+    config = {"providers": providers_to(fake), "consumers": [{"name": "carol", "key": "tg-carol-1"}]}
+    gw = make_gateway(config)
+    client = gw.openai("tg-carol-1")
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).model == "gpt-4o-mini"
+
+    # A good edit: a new model mapping is applied without a restart.
+    config["models"] = [{"match": "gpt-4o-mini", "provider": "qwen", "model": "qwen-plus"}]
+    gw.write_config(config)
+    gw.wait_for(lambda: "configuration reloaded" in gw.logs())
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).model == "qwen-plus"
+
+    # A bad edit: logged with the key path, and the previous configuration keeps serving.
+    gw.write_config(config | {"models": [{"match": "gpt-4o-mini", "provider": "nowhere"}]})
+    gw.wait_for(lambda: "models[0].provider: no provider named 'nowhere'" in gw.logs())
+    assert "keeping the previous one" in gw.logs()
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).model == "qwen-plus"
+
+    gw.write_config("providers: [unclosed")
+    gw.wait_for(lambda: "not valid YAML" in gw.logs())
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).model == "qwen-plus"
+    assert gw.proc.poll() is None
+
+
+def test_bad_config_at_start_names_the_key_path(tmp_path, fake):
+    from harness import Gateway
+
+    with pytest.raises(RuntimeError) as e:
+        Gateway(tmp_path, {"providers": {"openai": {"type": "opneai"}}})
+    assert "providers.openai.type: unknown provider type 'opneai'" in str(e.value)
+
+
+def test_without_consumers_everyone_is_anonymous_but_keys_are_still_replaced(make_gateway, fake):
+    gw = make_gateway({"providers": providers_to(fake)})
+    gw.openai("sk-whatever-the-client-has").chat.completions.create(model="gpt-4o", messages=HELLO)
+    seen = [r for r in fake.requests() if r["path"].endswith("chat/completions")][-1]
+    assert seen["headers"]["Authorization"].startswith("Bearer sk-org-openai-")
+    assert gw.last_row()["consumer"] == "anonymous"
