@@ -215,22 +215,48 @@ def make_app() -> web.Application:
     return app
 
 
+def self_signed_context():
+    import datetime
+    import ssl
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "fake-llm")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=7)).sign(key, hashes.SHA256()))
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem") as pem:
+        pem.write(cert.public_bytes(serialization.Encoding.PEM))
+        pem.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+        pem.flush()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pem.name)
+    return context
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
     parser.add_argument("--words", type=int, default=12, help="default completion length")
     parser.add_argument("--delay-ms", type=float, default=0, help="default pause between streamed chunks")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway self-signed certificate")
     args = parser.parse_args()
     defaults.update(words=args.words, delay_ms=args.delay_ms)
 
     async def serve():
         runner = web.AppRunner(make_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.TCPSite(runner, args.host, args.port, ssl_context=self_signed_context() if args.tls else None)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        print(f"fake-llm listening on http://{args.host}:{port}", flush=True)
+        print(f"fake-llm listening on http{'s' if args.tls else ''}://{args.host}:{port}", flush=True)
         await asyncio.Event().wait()
 
     try:

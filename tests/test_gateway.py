@@ -35,6 +35,7 @@ def test_openai_plain_call_is_answered_with_org_key_and_recorded(gateway, fake):
 
 
 def test_openai_stream_gets_usage_without_seeing_the_extra_chunk(gateway, fake):
+    mark = gateway.mark()
     client = gateway.openai(ALICE_KEY)
     chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True,
                                                  extra_headers={"x-fake-words": "30"}))
@@ -42,17 +43,18 @@ def test_openai_stream_gets_usage_without_seeing_the_extra_chunk(gateway, fake):
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert len(text.split()) == 30
     assert last_upstream(fake, "chat/completions")["body"]["stream_options"] == {"include_usage": True}
-    row = gateway.last_row()
+    row = gateway.rows_since(mark)[-1]
     assert row["streamed"] == 1 and row["completion_tokens"] == 30 and row["usage_source"] == "provider"
     assert row["ttft_ms"] is not None and row["ttft_ms"] <= row["latency_ms"]
 
 
 def test_openai_stream_with_client_requested_usage_keeps_it(gateway):
+    mark = gateway.mark()
     client = gateway.openai(ALICE_KEY)
     chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
-    assert gateway.last_row()["completion_tokens"] == 12
+    assert gateway.rows_since(mark)[-1]["completion_tokens"] == 12
 
 
 def test_anthropic_plain_and_stream(gateway, fake):
@@ -65,18 +67,20 @@ def test_anthropic_plain_and_stream(gateway, fake):
     assert (row["consumer"], row["provider"], row["prompt_tokens"], row["completion_tokens"]) == (
         "bob", "anthropic", message.usage.input_tokens, message.usage.output_tokens)
 
+    mark = gateway.mark()
     with client.messages.stream(model="claude-sonnet-4-6", max_tokens=64, messages=HELLO,
                                 extra_headers={"x-fake-words": "20"}) as stream:
         text = stream.get_final_text()
         usage = stream.get_final_message().usage
     assert len(text.split()) == 20
-    row = gateway.last_row()
+    row = gateway.rows_since(mark)[-1]
     assert row["streamed"] == 1 and (row["prompt_tokens"], row["completion_tokens"]) == (usage.input_tokens, 20)
 
 
 def test_stream_is_not_buffered(gateway):
     """With 200 ms between chunks the first chunk must arrive long before the last."""
     client = gateway.openai(ALICE_KEY)
+    mark = gateway.mark()
     start = time.monotonic()
     arrivals = []
     for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True,
@@ -84,6 +88,10 @@ def test_stream_is_not_buffered(gateway):
         arrivals.append(time.monotonic() - start)
     assert arrivals[-1] >= 1.2
     assert arrivals[0] < arrivals[-1] - 1.0, arrivals
+    row = gateway.rows_since(mark)[0]
+    assert 150 <= row["ttft_ms"] < 600, "time to first token counts the first text, not the role-only chunk"
+    # The same keep-alive connection serves the next call: the stream ended cleanly, not early.
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
 
 
 def test_model_mapping_sends_gpt35_to_qwen(gateway, fake):
@@ -118,13 +126,14 @@ def test_gemini_native_key_moves_from_query_to_header(gateway, fake):
 
 
 def test_gemini_native_stream_usage(gateway):
+    mark = gateway.mark()
     with gateway.httpx() as client:
         with client.stream("POST", "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash"
                            ":streamGenerateContent?alt=sse", headers={"x-goog-api-key": BOB_KEY},
                            json={"contents": [{"parts": [{"text": "hi"}]}]}) as response:
             events = [line for line in response.iter_lines() if line.startswith("data:")]
     assert len(events) == 12
-    row = gateway.last_row()
+    row = gateway.rows_since(mark)[-1]
     assert row["streamed"] == 1 and row["completion_tokens"] == 12 and row["usage_source"] == "provider"
 
 

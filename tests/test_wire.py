@@ -33,6 +33,12 @@ ANTHROPIC_STREAM = sse(
 )
 
 
+def run(tap, data: bytes, step: int) -> bytes:
+    chunks = [c for i in range(0, len(data), step) for c in tap(data[i:i + step])] + tap(b"")
+    assert b"" not in chunks, "an empty chunk ends an HTTP/1 chunked body early"
+    return b"".join(chunks)
+
+
 @pytest.mark.parametrize("dialect, body, usage", [
     (OPENAI, {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}, Usage(3, 4, 0)),
     (OPENAI, {"usage": {"input_tokens": 3, "output_tokens": 4, "input_tokens_details": {"cached_tokens": 1}}},
@@ -52,7 +58,7 @@ def test_usage_from_plain_bodies(dialect, body, usage):
 @pytest.mark.parametrize("step", [1, 2, 7, 64, 10_000])
 def test_openai_stream_split_anywhere_meters_the_same_and_drops_injected_usage(step):
     tap = StreamTap(StreamMeter(OPENAI), drop_usage_chunk=True, clock=lambda: 1.0)
-    out = b"".join(tap(OPENAI_STREAM[i:i + step]) for i in range(0, len(OPENAI_STREAM), step)) + tap(b"")
+    out = run(tap, OPENAI_STREAM, step)
     assert tap.meter.usage == Usage(9, 2, 4) and tap.meter.streamed_text == "Hello"
     assert b'"choices": []' not in out and out.endswith(b"data: [DONE]\n\n")
     assert out == OPENAI_STREAM.replace(sse(json.loads(OPENAI_STREAM.split(b"\n\n")[3][6:])), b"")
@@ -60,13 +66,13 @@ def test_openai_stream_split_anywhere_meters_the_same_and_drops_injected_usage(s
 
 def test_stream_kept_intact_when_client_asked_for_usage():
     tap = StreamTap(StreamMeter(OPENAI), drop_usage_chunk=False, clock=lambda: 1.0)
-    assert tap(OPENAI_STREAM) + tap(b"") == OPENAI_STREAM
+    assert run(tap, OPENAI_STREAM, 10_000) == OPENAI_STREAM
 
 
 @pytest.mark.parametrize("step", [1, 5, 1000])
 def test_anthropic_stream_usage(step):
     tap = StreamTap(StreamMeter(ANTHROPIC), drop_usage_chunk=False, clock=lambda: 1.0)
-    out = b"".join(tap(ANTHROPIC_STREAM[i:i + step]) for i in range(0, len(ANTHROPIC_STREAM), step)) + tap(b"")
+    out = run(tap, ANTHROPIC_STREAM, step)
     assert out == ANTHROPIC_STREAM
     assert tap.meter.usage == Usage(25, 7, 5) and tap.meter.streamed_text == "Hi"
 

@@ -88,7 +88,7 @@ class StreamMeter:
 
     dialect: str
     usage: Usage | None = None
-    text: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # non-empty pieces only: the first one marks the first token
     events: int = 0
 
     def feed(self, data: str, event: str = "") -> bool:
@@ -109,7 +109,7 @@ class StreamMeter:
             self.usage = usage_from_body(GEMINI, obj) or self.usage
             for cand in obj.get("candidates") or []:
                 for part in ((cand or {}).get("content") or {}).get("parts") or []:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
                         self.text.append(part["text"])
             return False
         return self._openai(obj)
@@ -117,7 +117,7 @@ class StreamMeter:
     def _openai(self, obj: dict) -> bool:
         kind = obj.get("type")
         if isinstance(kind, str) and kind.startswith("response."):  # Responses API events
-            if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+            if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str) and obj["delta"]:
                 self.text.append(obj["delta"])
             elif kind == "response.completed":
                 self.usage = usage_from_body(OPENAI, obj.get("response") or {}) or self.usage
@@ -128,9 +128,9 @@ class StreamMeter:
                 continue
             delta = choice.get("delta") or {}
             content = delta.get("content") if isinstance(delta, dict) else None
-            if isinstance(content, str):
+            if isinstance(content, str) and content:
                 self.text.append(content)
-            elif isinstance(choice.get("text"), str):  # legacy completions
+            elif isinstance(choice.get("text"), str) and choice["text"]:  # legacy completions
                 self.text.append(choice["text"])
         if isinstance(obj.get("usage"), dict):
             self.usage = usage_from_body(OPENAI, obj)
@@ -149,7 +149,7 @@ class StreamMeter:
         elif kind == "content_block_delta":
             delta = obj.get("delta") or {}
             text = delta.get("text", delta.get("thinking", delta.get("partial_json")))
-            if isinstance(text, str):
+            if isinstance(text, str) and text:
                 self.text.append(text)
 
     @property

@@ -54,14 +54,15 @@ class StreamTap:
         self._clock = clock
         self._buffer = SSEBuffer()
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        """Returns the chunks to send on: a list, because an empty bytes chunk would end an HTTP/1 chunked body."""
         if not chunk:  # end of stream
             rest = self._buffer.flush()
             if rest.strip():
                 self._meter(rest)
-            return rest
-        out = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
-        return b"".join(out)
+            return [rest] if rest else []
+        out = b"".join(raw for raw in self._buffer.feed(chunk) if not self._meter(raw))
+        return [out] if out else []
 
     def _meter(self, raw: bytes) -> bool:
         """Feeds one event to the meter; True if the event is to be dropped."""

@@ -1,4 +1,5 @@
-"""Real parts for end-to-end tests: the fake provider and mitmdump as subprocesses, SDK clients through the proxy."""
+"""Real parts for tests, the demo and the benchmark: the fake provider and mitmdump as subprocesses, and SDK clients
+that reach them the way a developer machine does (HTTPS_PROXY and the gateway CA)."""
 
 from __future__ import annotations
 
@@ -49,17 +50,18 @@ def free_port() -> int:
 
 class FakeLLM:
     def __init__(self, workdir: Path, *args: str):
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "fake-llm.log"
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake_llm.py"), "--port", "0", *args],
                                      stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env())
-        m = wait_for_line(self.proc, self.log, r"listening on (http://[\d.]+:(\d+))")[0]
+        m = wait_for_line(self.proc, self.log, r"listening on (https?://[\d.]+:(\d+))")[0]
         self.url, self.port = m[1], int(m[2])
 
     def requests(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_fake/requests", trust_env=False).json()
+        return httpx.get(f"{self.url}/_fake/requests", trust_env=False, verify=False).json()
 
     def clear(self) -> None:
-        httpx.delete(f"{self.url}/_fake/requests", trust_env=False)
+        httpx.delete(f"{self.url}/_fake/requests", trust_env=False, verify=False)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -70,7 +72,7 @@ class Gateway:
     """A real mitmdump running addons/gateway.py with its own confdir (and so its own CA), on free ports."""
 
     def __init__(self, workdir: Path, config: dict, reverse: bool = False, extra: tuple[str, ...] = (),
-                 env: dict | None = None):
+                 env: dict | None = None, script: bool = True):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "gateway.yaml"
@@ -80,11 +82,13 @@ class Gateway:
         self.confdir = workdir / "conf"
         self.log = workdir / "mitmdump.log"
         modes = ["--mode", "regular@0"] + (["--mode", f"reverse:https://api.openai.com@{free_port()}"] if reverse else [])
-        cmd = [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--listen-host", "127.0.0.1",
-               *modes, "--set", f"confdir={self.confdir}", "--set", f"tollgate_config={self.config_path}", *extra]
+        gateway = ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tollgate_config={self.config_path}"]
+        cmd = [str(BIN / "mitmdump"), *(gateway if script else []), "--listen-host", "127.0.0.1",
+               *modes, "--set", f"confdir={self.confdir}", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
                                      env={**subprocess_env(), **(env or {})}, cwd=workdir)
-        wait_for_line(self.proc, self.log, r"usage ledger at")
+        if script:
+            wait_for_line(self.proc, self.log, r"usage ledger at")
         self.port = int(wait_for_line(self.proc, self.log, r"HTTP\(S\) proxy listening at [\d.]+:(\d+)")[0][1])
         self.reverse_port = None
         if reverse:
@@ -140,6 +144,14 @@ class Gateway:
             return [dict(r) for r in db.execute(f"SELECT * FROM calls WHERE {where} ORDER BY started_at", args)]
         finally:
             db.close()
+
+    def mark(self) -> int:
+        return len(self.rows())
+
+    def rows_since(self, mark: int, count: int = 1) -> list[dict]:
+        """The rows of the calls made after mark(). A streamed call's row lands just after the client has read the
+        final event (the ledger writes when the upstream stream ends), so wait for it."""
+        return self.wait_for(lambda: rows[mark:] if len(rows := self.rows()) >= mark + count else None)
 
     def last_row(self) -> dict:
         rows = self.rows()
