@@ -46,3 +46,14 @@ def test_without_consumers_everyone_is_anonymous_but_keys_are_still_replaced(mak
     seen = [r for r in fake.requests() if r["path"].endswith("chat/completions")][-1]
     assert seen["headers"]["Authorization"].startswith("Bearer sk-org-openai-")
     assert gw.last_row()["consumer"] == "anonymous"
+
+
+def test_killing_the_gateway_loses_no_finished_call(make_gateway, fake):
+    gw = make_gateway({"providers": providers_to(fake)})
+    client = gw.openai("any")
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    gw.proc.kill()  # SIGKILL: no shutdown hooks, no final checkpoint
+    gw.proc.wait(10)
+    rows = gw.rows()
+    assert len(rows) == 3 and all(r["status"] == 200 and r["completion_tokens"] == 12 for r in rows)
