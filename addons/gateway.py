@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the tollgate p
 
 from tollgate.annotate import Annotate  # noqa: E402
 from tollgate.authenticate import Authenticate  # noqa: E402
+from tollgate.authorize import Authorize  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
@@ -24,8 +25,9 @@ settings = Settings()
 addons = [
     settings,                 # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
     Classify(settings),       # is this an LLM call? open its record, parse the body once (400/413)
-    Authenticate(settings),   # which consumer: gateway key from any header style (401)
+    Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
     Route(settings),          # provider + model mapping, destination rewrite, org key injected
+    Authorize(settings),      # may this consumer use this model at this provider? (403)
     Stream(),                 # ask for stream usage; stream SSE through a metering tap
     Forward(settings),        # serialise the body once; 502/504 in the provider's shape
     Meter(),                  # status, latency, time to first token, tokens (reported or counted)

@@ -24,6 +24,7 @@ def gateway(tmp_path_factory, fake):
     gw = Gateway(tmp_path_factory.mktemp("gateway"), {
         "providers": providers_to(fake),
         "models": [{"match": "gpt-3.5-turbo", "provider": "qwen", "model": "qwen-turbo"}],
+        "groups": {"research": {"providers": ["openai", "anthropic", "gemini", "qwen"]}},
         "consumers": [{"name": "alice", "key": ALICE_KEY, "group": "research"}, {"name": "bob", "key": BOB_KEY}],
         "gateway": {"upstream_timeout": "1500ms", "max_request_bytes": "256KB"},
     }, reverse=True)

@@ -123,5 +123,5 @@ def test_key_param_removed_and_consumer_lookup():
     assert without_key_param("alt=sse&key=secret&x=1") == "alt=sse&x=1"
     config = parse_config({"providers": {"openai": {"type": "openai"}},
                            "consumers": [{"name": "a", "key": "k1"}, {"name": "b", "key": "k2"}]}, env={})
-    assert find_consumer(config.consumers, "k2").name == "b"
-    assert find_consumer(config.consumers, "k3") is None
+    assert find_consumer(config.consumers_by_digest, "k2").name == "b"
+    assert find_consumer(config.consumers_by_digest, "k3") is None

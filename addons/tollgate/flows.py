@@ -15,10 +15,12 @@ def record_of(flow) -> CallRecord | None:
 
 
 def pending(flow) -> CallRecord | None:
-    """The record of an LLM flow that is still on its way upstream (the guard of request-phase hooks)."""
+    """The record of an LLM flow that is still on its way upstream and is the gateway's to shape (the guard of
+    request-phase hooks); None for other flows, answered flows and flows forwarded untouched."""
     if flow.response or flow.error or not flow.live:
         return None
-    return flow.metadata.get(METADATA_KEY)
+    record = flow.metadata.get(METADATA_KEY)
+    return None if record is None or record.untouched else record
 
 
 def reject(flow, record: CallRecord, status: int, message: str, *, decision: str = "rejected",

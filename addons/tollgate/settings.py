@@ -11,6 +11,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
+from tollgate.core.access import host_pattern
 from tollgate.core.config import Config, ConfigError, load_config
 
 log = logging.getLogger("tollgate")
@@ -20,10 +21,8 @@ POLL_SECONDS = 1.0
 
 
 def host_regex(hostport: str) -> str:
-    """allow_hosts entries are unanchored regexes over host:port: anchor them, and turn '*.' into a label match."""
-    if hostport.startswith("*."):
-        return r"^[^:]+\." + re.escape(hostport[2:]) + "$"
-    return "^" + re.escape(hostport) + "$"
+    """allow_hosts entries are unanchored regexes over host:port: anchor them; '*' matches within the host."""
+    return "^" + re.escape(hostport).replace(r"\*", "[^:]*") + "$"
 
 
 class Settings:
@@ -57,17 +56,20 @@ class Settings:
             self._watcher = None
 
     def _file_stamp(self) -> tuple | None:
-        try:
-            st = os.stat(ctx.options.tollgate_config)
-            return st.st_mtime_ns, st.st_size, st.st_ino
-        except OSError:
-            return None
+        """Changes when the main file or the consumers file it names changes."""
+        stamp = []
+        for path in (ctx.options.tollgate_config, self.config.consumers_file if self.config else ""):
+            try:
+                st = os.stat(path) if path else None
+            except OSError:
+                return None
+            stamp.append((st.st_mtime_ns, st.st_size, st.st_ino) if st else None)
+        return tuple(stamp)
 
     def _load(self) -> None:
-        stamp = self._file_stamp()
         config = load_config(ctx.options.tollgate_config)
-        self._stamp = stamp
         self.config = config
+        self._stamp = self._file_stamp()
         for warning in config.warnings:
             log.warning("tollgate: %s", warning)
         log.info("tollgate: configuration loaded from %s (%d providers, %d consumers)",
@@ -85,8 +87,10 @@ class Settings:
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
                 self._stamp = stamp  # report a bad edit once, not every second
                 continue
-            self._stamp = stamp
+            same_files = config.consumers_file == self.config.consumers_file
             self.config = config
+            # The stamp from before reading: an edit made while we read is seen on the next poll.
+            self._stamp = stamp if same_files else self._file_stamp()
             for warning in config.warnings:
                 log.warning("tollgate: %s", warning)
             log.info("tollgate: configuration reloaded from %s", ctx.options.tollgate_config)
@@ -95,6 +99,7 @@ class Settings:
     def _apply_options(self) -> None:
         """Decrypt only provider hosts (and reverse-listener targets); connect upstream only after routing."""
         hosts = [h for p in self.config.providers.values() for h in p.hosts]
+        hosts += [host_pattern(entry) for entry in self.config.known_ai_hosts]  # to refuse or record them
         for spec in ctx.options.mode:
             mode = mode_specs.ProxyMode.parse(spec)
             if isinstance(mode, mode_specs.ReverseMode):

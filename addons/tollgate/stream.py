@@ -33,6 +33,8 @@ class Stream:
             return
         if not flow.response.headers.get("content-type", "").startswith("text/event-stream"):
             return
+        if flow.response.headers.get("content-encoding", "identity") != "identity":
+            return  # an untouched flow may get a compressed stream: pass it on as it is, unmetered
         record.streamed = True
         tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time)
         record.meter = tap

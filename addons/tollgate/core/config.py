@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,10 +38,21 @@ class ModelRule:
 
 
 @dataclass(frozen=True)
+class Group:
+    name: str
+    models: tuple[str, ...] | None = None      # glob patterns ("gpt-4o*"); None: any
+    providers: tuple[str, ...] | None = None   # provider names; None: any
+
+
+@dataclass(frozen=True)
 class Consumer:
     name: str
     key_sha256: str
     group: str = ""
+    models: tuple[str, ...] | None = None      # narrows the group's
+    providers: tuple[str, ...] | None = None
+    expires: datetime | None = None
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,14 @@ class Config:
     providers: dict[str, Provider]
     rules: tuple[ModelRule, ...] = ()
     consumers: tuple[Consumer, ...] = ()
+    groups: dict[str, Group] = field(default_factory=dict)
     auth_required: bool = False   # true as soon as the file declares consumers
+    unknown_keys: str = "reject"  # reject | passthrough (forward the client's own key, recorded as byok)
+    unapproved_providers: str = "block"  # block | record: known AI hosts that are not configured providers
+    send_user_id: bool = False    # send a hashed consumer id upstream as OpenAI's `user`
+    consumers_file: str = ""      # resolved path of the separate consumers file, if any
+    known_ai_hosts: tuple[str, ...] = ()  # entries of config/known-ai-hosts.txt (see core/access.py)
+    consumers_by_digest: dict[str, Consumer] = field(default_factory=dict, compare=False, repr=False)
     ledger_path: str = "usage.db"
     max_request_bytes: int = 16 * 1024 * 1024
     upstream_timeout_s: float = 600.0
@@ -173,13 +192,79 @@ def _provider(name: str, node, path: str, warnings: list[str]) -> Provider:
     return Provider(name, spec, normalized, tuple(keys), base_url.rstrip("/"), upstream.rstrip("/"), api_version)
 
 
-def parse_config(data, env=None) -> Config:
+def _patterns(node: dict, key: str, path: str) -> tuple[str, ...] | None:
+    if node.get(key) is None:
+        return None
+    return tuple(_str(p, f"{path}.{key}[{i}]") for i, p in enumerate(_list(node[key], f"{path}.{key}")))
+
+
+def _provider_names(node: dict, path: str, providers: dict) -> tuple[str, ...] | None:
+    names = _patterns(node, "providers", path)
+    for i, name in enumerate(names or ()):
+        if name not in providers:
+            raise ConfigError(f"{path}.providers[{i}]: no provider named {name!r} (have: {', '.join(providers)})")
+    return names
+
+
+def _when(value, path: str) -> datetime | None:
+    """A date (expiring at 00:00 UTC that day) or an ISO date-time."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    try:
+        return _when(datetime.fromisoformat(str(value)), path)
+    except ValueError:
+        raise ConfigError(f"{path}: expected a date such as 2027-01-01, got {value!r}") from None
+
+
+def _bool(value, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    return value
+
+
+def _choice(value, path: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ConfigError(f"{path}: expected one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def _read_yaml(path: str | Path):
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+
+
+def _known_hosts(value, base_dir) -> tuple[str, ...]:
+    from .access import KNOWN_AI_HOSTS_FILE, load_known_hosts
+
+    if value is None:
+        return load_known_hosts(KNOWN_AI_HOSTS_FILE)
+    path = Path(base_dir or ".") / _str(value, "known_ai_hosts")
+    if not path.is_file():
+        raise ConfigError(f"known_ai_hosts: no such file {path}")
+    return load_known_hosts(path)
+
+
+def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     """Validates a parsed YAML document. Raises ConfigError('key.path: reason')."""
     env = os.environ if env is None else env
     unset: list[str] = []
     data = _expand(data if data is not None else {}, "", env, unset)
-    top = _mapping(data, "config", {"providers", "models", "consumers", "ledger", "gateway"})
-    warnings = list(unset)
+    top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
+                                    "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
+                                    "known_ai_hosts"})
+    warnings = unset
 
     providers: dict[str, Provider] = {}
     for name, node in _mapping(top.get("providers"), "providers", set(map(str, top.get("providers") or {}))).items():
@@ -209,16 +294,34 @@ def parse_config(data, env=None) -> Config:
             raise ConfigError(f"{path}.provider: no provider named {provider!r} (have: {', '.join(providers)})")
         rules.append(ModelRule(match, provider, _str(node.get("model"), f"{path}.model", required=False)))
 
+    groups = {}
+    for name, node in _mapping(top.get("groups"), "groups", set(map(str, top.get("groups") or {}))).items():
+        path = f"groups.{name}"
+        node = _mapping(node, path, {"models", "providers"})
+        groups[str(name)] = Group(str(name), _patterns(node, "models", path),
+                                  _provider_names(node, path, providers))
+
+    consumer_nodes = [(f"consumers[{i}]", n) for i, n in enumerate(_list(top.get("consumers"), "consumers"))]
+    consumers_file = ""
+    if top.get("consumers_file"):
+        consumers_file = str(Path(base_dir or ".") / _str(top["consumers_file"], "consumers_file"))
+        extra = _expand(_read_yaml(consumers_file), "", env, unset)
+        extra = _mapping(extra, consumers_file, {"consumers"})
+        consumer_nodes += [(f"{consumers_file}: consumers[{i}]", n)
+                           for i, n in enumerate(_list(extra.get("consumers"), f"{consumers_file}: consumers"))]
     consumers = []
-    consumer_nodes = _list(top.get("consumers"), "consumers")
     names: set[str] = set()
-    for i, node in enumerate(consumer_nodes):
-        path = f"consumers[{i}]"
-        node = _mapping(node, path, {"name", "key", "key_sha256", "group"})
+    digests: dict[str, str] = {}
+    for path, node in consumer_nodes:
+        node = _mapping(node, path, {"name", "key", "key_sha256", "group", "models", "providers", "expires",
+                                     "disabled", "created"})
         name = _str(node.get("name"), f"{path}.name")
         if name in names:
             raise ConfigError(f"{path}.name: consumer {name!r} is defined twice")
         names.add(name)
+        group = _str(node.get("group"), f"{path}.group", required=False)
+        if group and group not in groups:
+            raise ConfigError(f"{path}.group: no group named {group!r} (have: {', '.join(groups) or 'none'})")
         if node.get("key_sha256"):
             digest = _str(node["key_sha256"], f"{path}.key_sha256").lower()
             if not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -229,31 +332,37 @@ def parse_config(data, env=None) -> Config:
                 warnings.append(f"{path}.key: consumer {name!r} has no key and cannot authenticate")
                 continue
             digest = key_digest(key)
-        consumers.append(Consumer(name, digest, _str(node.get("group"), f"{path}.group", required=False)))
-
+        if digest in digests:
+            raise ConfigError(f"{path}: consumer {name!r} has the same key as {digests[digest]!r}")
+        digests[digest] = name
+        disabled = node.get("disabled", False)
+        if not isinstance(disabled, bool):
+            raise ConfigError(f"{path}.disabled: expected true or false, got {disabled!r}")
+        consumers.append(Consumer(name, digest, group, _patterns(node, "models", path),
+                                  _provider_names(node, path, providers), _when(node.get("expires"), f"{path}.expires"),
+                                  disabled))
     ledger = _mapping(top.get("ledger"), "ledger", {"path"})
     gateway = _mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout"})
     return Config(
         providers=providers,
         rules=tuple(rules),
         consumers=tuple(consumers),
+        consumers_by_digest={c.key_sha256: c for c in consumers},
+        groups=groups,
         auth_required=bool(consumer_nodes),
+        unknown_keys=_choice(top.get("unknown_keys", "reject"), "unknown_keys", ("reject", "passthrough")),
+        unapproved_providers=_choice(top.get("unapproved_providers", "block"), "unapproved_providers",
+                                     ("block", "record")),
+        send_user_id=_bool(top.get("send_user_id", False), "send_user_id"),
+        consumers_file=consumers_file,
+        known_ai_hosts=_known_hosts(top.get("known_ai_hosts"), base_dir),
         ledger_path=_str(ledger.get("path", "usage.db"), "ledger.path"),
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),
-        warnings=tuple(warnings),
+        warnings=tuple(dict.fromkeys(warnings)),
     )
 
 
 def load_config(path: str | Path, env=None) -> Config:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    return parse_config(data, env)
+    """Reads the main file (and the consumers file it names; relative paths are relative to the main file)."""
+    return parse_config(_read_yaml(path), env, base_dir=Path(path).parent)

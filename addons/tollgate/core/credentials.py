@@ -16,7 +16,7 @@ def client_key(headers, query: str) -> str:
         value = headers.get(name, "").strip()
         if value:
             scheme, _, rest = value.partition(" ")
-            return rest.strip() if scheme.lower() == "bearer" and rest else value
+            return rest.strip() if scheme.lower() == "bearer" else value
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "key" and value:
             return value
@@ -27,11 +27,9 @@ def without_key_param(query: str) -> str:
     return "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] != "key")
 
 
-def find_consumer(consumers: tuple[Consumer, ...], key: str) -> Consumer | None:
-    """Compares against every consumer in constant time, so timing tells nothing about which key is close."""
+def find_consumer(by_digest: dict[str, Consumer], key: str) -> Consumer | None:
+    """Looks the key up by its SHA-256 digest, then confirms in constant time. Timing can at most reveal something
+    about digests, which says nothing usable about keys."""
     digest = key_digest(key)
-    found = None
-    for consumer in consumers:
-        if hmac.compare_digest(consumer.key_sha256, digest):
-            found = consumer
-    return found
+    consumer = by_digest.get(digest)
+    return consumer if consumer is not None and hmac.compare_digest(consumer.key_sha256, digest) else None

@@ -35,9 +35,12 @@ class CallRecord:
     usage_source: str = ""            # provider | estimate | none
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    decision: str = "forwarded"       # forwarded | rejected | upstream_error | client_aborted
+    decision: str = "forwarded"       # forwarded | rejected | byok | unapproved | upstream_error | ...
     reason: str = ""
+    byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
     body: dict | None = transient()   # the request's JSON, parsed once
+    account: object = transient()           # the Consumer entry the key belongs to
+    untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
@@ -56,6 +59,8 @@ class CallRecord:
         parts = [self.consumer or "-", self.model or self.requested_model or self.endpoint]
         parts.append(f"{self.prompt_tokens}→{self.completion_tokens} tok")
         parts.append(str(self.status) if self.status else self.decision)
+        if self.group:
+            parts[0] += f" ({self.group})"
         if self.decision not in ("forwarded",):
             parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
         return " · ".join(parts)

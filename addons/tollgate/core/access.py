@@ -1,0 +1,95 @@
+"""Access decisions on plain data: is a key usable, may a consumer call a model at a provider, does a key look like
+a real provider key, is a host a known AI provider that the organisation has not approved."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from .config import Config, Consumer
+
+# Prefixes of real provider keys: a client sending one bypasses the gateway's accounting, so it is told to use its
+# gateway key instead (unless unknown_keys: passthrough).
+PROVIDER_KEY = re.compile(r"^(sk-|sk_|AIza|gsk_|xai-|pplx-|r8_|hf_|csk-|fw_|nvapi-)")
+
+KNOWN_AI_HOSTS_FILE = Path(__file__).resolve().parents[3] / "config" / "known-ai-hosts.txt"
+
+
+def key_problem(consumer: Consumer, now: datetime | None = None) -> str:
+    """Why a known key cannot be used, or '' if it can."""
+    if consumer.disabled:
+        return f"the gateway key of {consumer.name} is disabled"
+    now = now or datetime.now(timezone.utc)
+    if consumer.expires is not None and now >= consumer.expires:
+        return f"the gateway key of {consumer.name} expired on {consumer.expires:%Y-%m-%d}"
+    return ""
+
+
+def access_problem(config: Config, consumer: Consumer, model: str, provider: str) -> str:
+    """Why the consumer may not call this model at this provider, or '' if it may. The consumer's own lists
+    narrow its group's: both must allow."""
+    group = config.groups.get(consumer.group)
+    for scope, rules in (("group " + consumer.group, group), ("consumer " + consumer.name, consumer)):
+        if rules is None:
+            continue
+        if rules.providers is not None and provider not in rules.providers:
+            return f"{scope} may not use provider {provider}"
+        if rules.models is not None and model and not any(fnmatchcase(model, p) for p in rules.models):
+            return f"{scope} may not use model {model}"
+    return ""
+
+
+def looks_like_provider_key(key: str) -> bool:
+    return bool(PROVIDER_KEY.match(key))
+
+
+def proxy_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) of a Proxy-Authorization: Basic header."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def user_id(consumer_name: str) -> str:
+    """A stable pseudonymous id for the provider's abuse tracking (OpenAI's `user`): no name leaves the company."""
+    return "tg-" + hashlib.sha256(f"tollgate-user:{consumer_name}".encode()).hexdigest()[:24]
+
+
+def load_known_hosts(path: Path = KNOWN_AI_HOSTS_FILE) -> tuple[str, ...]:
+    """Host entries ('host', '*.suffix', or 'host/path-prefix'), one a line, '#' comments."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ()
+    return tuple(line.split("#", 1)[0].strip().lower() for line in lines if line.split("#", 1)[0].strip())
+
+
+def unapproved_entry(known: tuple[str, ...], host: str, path: str) -> str:
+    """The known-AI-host entry this request matches, or ''. The caller has checked it is not a configured provider."""
+    host = host.lower()
+    for entry in known:
+        entry_host, _, prefix = entry.partition("/")
+        if entry_host.startswith("*."):
+            hit = host.endswith(entry_host[1:])
+        elif "*" in entry_host:
+            hit = fnmatchcase(host, entry_host)
+        else:
+            hit = host == entry_host
+        if hit and (not prefix or path.startswith("/" + prefix)):
+            return entry
+    return ""
+
+
+def host_pattern(entry: str) -> str:
+    """The host part of an entry as an allow_hosts-style 'host:443' pattern ('*.' kept for the caller to expand)."""
+    return entry.partition("/")[0] + ":443"
