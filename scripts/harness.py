@@ -103,15 +103,17 @@ class Gateway:
         tmp.replace(self.config_path)  # atomic: the gateway never reads half a file
 
     @contextlib.contextmanager
-    def client_env(self, proxy: bool = True):
+    def client_env(self, proxy: bool = True, proxy_auth: tuple[str, str] | None = None):
         """The environment a developer machine has: HTTPS_PROXY and the gateway CA, nothing else.
-        proxy=False: no proxy at all, for base-URL clients of the reverse listener."""
+        proxy=False: no proxy at all, for base-URL clients of the reverse listener; proxy_auth: (user, key) in
+        the proxy URL (HTTPS_PROXY=http://alice:KEY@gateway:8080)."""
         saved = {k: os.environ.get(k) for k in ("HTTPS_PROXY", "HTTP_PROXY", "SSL_CERT_FILE", "NO_PROXY", "no_proxy",
                                                  "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy")}
         for k in saved:
             os.environ.pop(k, None)
         if proxy:
-            os.environ.update(HTTPS_PROXY=self.proxy, HTTP_PROXY=self.proxy, SSL_CERT_FILE=self.ca)
+            url = self.proxy if not proxy_auth else self.proxy.replace("://", f"://{proxy_auth[0]}:{proxy_auth[1]}@")
+            os.environ.update(HTTPS_PROXY=url, HTTP_PROXY=url, SSL_CERT_FILE=self.ca)
         try:
             yield
         finally:
@@ -121,10 +123,10 @@ class Gateway:
                 else:
                     os.environ[k] = v
 
-    def openai(self, key: str, **kw):
+    def openai(self, key: str, proxy_auth: tuple[str, str] | None = None, **kw):
         import openai
 
-        with self.client_env(proxy="base_url" not in kw):  # the SDK reads the proxy and CA when its client is built
+        with self.client_env(proxy="base_url" not in kw, proxy_auth=proxy_auth):  # the SDK reads the proxy and CA when its client is built
             return openai.OpenAI(api_key=key, max_retries=0, **kw)
 
     def anthropic(self, key: str, **kw):

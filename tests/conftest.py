@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from harness import FakeLLM, Gateway, providers_to  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 ALICE_KEY = "tg-alice-0123456789abcdef"
 BOB_KEY = "tg-bob-fedcba9876543210"
 

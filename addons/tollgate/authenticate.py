@@ -47,8 +47,8 @@ class Authenticate:
                           code="missing_api_key")
 
         if consumer is None:
-            if config.unknown_keys == "passthrough":
-                record.consumer, record.byok, record.untouched = "byok", True, True
+            if config.unknown_keys == "passthrough":  # Route leaves the client's key in place
+                record.consumer, record.byok = "byok", True
                 record.decision, record.reason = "byok", "client's own provider key forwarded"
                 return
             if looks_like_provider_key(key):

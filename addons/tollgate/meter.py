@@ -43,6 +43,8 @@ class Meter:
             record.status = flow.response.status_code
         if record.decision == "upstream_timeout":
             record.status, record.reason = 504, f"provider {record.provider} did not answer in time"
+        elif record.decision not in ("forwarded", "byok"):  # e.g. a recorded unapproved host: keep why
+            record.reason = f"{record.reason}; failed: {message}"
         elif "client" in message.lower():
             record.decision, record.reason = "client_aborted", message
         else:  # the gateway answers this one itself (see forward.py), so the ledger says what the client got

@@ -8,6 +8,7 @@ import itertools
 from tollgate.core.config import Config
 from tollgate.core.credentials import without_key_param
 from tollgate.core.providers import CREDENTIAL_HEADERS
+from tollgate.core.routing import Route as RouteTo
 from tollgate.core.routing import RouteError, destination, resolve
 from tollgate.flows import pending, reject
 
@@ -31,7 +32,10 @@ class Route:
         config = self.settings.config
         source = config.providers.get(record.source)
         try:
-            route = resolve(config, record.dialect, source, record.requested_model)
+            if record.byok and source is not None:  # the client's key belongs to the provider it called
+                route = RouteTo(source, record.requested_model)
+            else:
+                route = resolve(config, record.dialect, source, record.requested_model)
         except RouteError as e:
             return reject(flow, record, 404, str(e), code="model_not_found")
         record.provider = route.provider.name
@@ -50,6 +54,8 @@ class Route:
             record.body["model"] = route.model
             record.body_changed = True
 
+        if record.byok:
+            return
         for name in CREDENTIAL_HEADERS:
             request.headers.pop(name, None)
         if key := self._next_key(config, route.provider):

@@ -314,7 +314,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     digests: dict[str, str] = {}
     for path, node in consumer_nodes:
         node = _mapping(node, path, {"name", "key", "key_sha256", "group", "models", "providers", "expires",
-                                     "disabled", "created"})
+                                     "disabled", "created", "rotated", "revoked"})
         name = _str(node.get("name"), f"{path}.name")
         if name in names:
             raise ConfigError(f"{path}.name: consumer {name!r} is defined twice")

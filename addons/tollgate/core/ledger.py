@@ -17,10 +17,6 @@ from .record import stored_columns
 
 log = logging.getLogger(__name__)
 
-_TYPES = {"started_at": "REAL NOT NULL", "latency_ms": "REAL", "ttft_ms": "REAL", "streamed": "INTEGER",
-          "status": "INTEGER", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER", "cached_tokens": "INTEGER"}
-
-
 def connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA busy_timeout=2000")
@@ -34,12 +30,12 @@ def open_db(path: str) -> sqlite3.Connection:
     db = connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
-    columns = ", ".join(f'"{c}" {_TYPES.get(c, "TEXT")}' for c in stored_columns() if c != "id")
+    types = stored_columns()
+    columns = ", ".join(f'"{c}" {kind}' for c, kind in types.items() if c != "id")
     db.execute(f"CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, {columns})")
     have = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
-    for column in stored_columns():  # a ledger written by an older version gains the new columns
+    for column, kind in types.items():  # a ledger written by an older version gains the new columns
         if column not in have:
-            kind = _TYPES.get(column, "TEXT").replace(" NOT NULL", "")
             db.execute(f'ALTER TABLE calls ADD COLUMN "{column}" {kind}')
     db.execute("CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)")
     return db
@@ -49,7 +45,7 @@ class LedgerDB:
     def __init__(self, path: str):
         self.path = path
         self._db = open_db(path)
-        self._columns = stored_columns()
+        self._columns = list(stored_columns())
         quoted = ", ".join(f'"{c}"' for c in self._columns)  # "group" is an SQL keyword
         self._sql = f"INSERT OR REPLACE INTO calls ({quoted}) VALUES ({', '.join('?' for _ in self._columns)})"
         self._checkpointer: sqlite3.Connection | None = None

@@ -66,5 +66,8 @@ class CallRecord:
         return " · ".join(parts)
 
 
-def stored_columns() -> list[str]:
-    return [f.name for f in dataclasses.fields(CallRecord) if not f.metadata.get("transient")]
+def stored_columns() -> dict[str, str]:
+    """Stored column -> SQLite type, from the field annotations."""
+    types = {"int": "INTEGER", "bool": "INTEGER", "float": "REAL"}
+    return {f.name: types.get(str(f.type).split(" ")[0], "TEXT")
+            for f in dataclasses.fields(CallRecord) if not f.metadata.get("transient")}
