@@ -28,7 +28,7 @@ def gateway(tmp_path_factory, fake):
         "groups": {"research": {"providers": ["openai", "anthropic", "gemini", "qwen"]}},
         "consumers": [{"name": "alice", "key": ALICE_KEY, "group": "research"}, {"name": "bob", "key": BOB_KEY}],
         "gateway": {"upstream_timeout": "1500ms", "max_request_bytes": "256KB"},
-    }, reverse=True)
+    }, reverse=True, extra=("--set", "flow_detail=3"))  # full headers in the log: the secrets test reads it
     yield gw
     gw.stop()
 

@@ -6,8 +6,8 @@ hint to use the gateway key, or forwarded untouched as 'byok' when unknown_keys 
 from __future__ import annotations
 
 from tollgate.core.access import key_problem, looks_like_provider_key, proxy_credentials
-from tollgate.core.credentials import client_key, find_consumer
-from tollgate.flows import pending, reject
+from tollgate.core.credentials import client_key, find_consumer, without_key_param
+from tollgate.flows import pending, reject, strip_credentials
 
 
 class Authenticate:
@@ -25,14 +25,25 @@ class Authenticate:
     def request(self, flow):
         if not (record := pending(flow)):
             return
-        config = self.settings.config
+        request = flow.request
         # Plain-HTTP proxy requests carry Proxy-Authorization themselves; it must never go upstream.
-        header = flow.request.headers.pop("proxy-authorization", "")
+        header = request.headers.get("proxy-authorization", "")
+        if header:
+            del request.headers["proxy-authorization"]
+        path, _, query = request.path.partition("?")
+        key = client_key(request.headers, query)
+        self._identify(flow, record, header, key)
+        if not record.byok:  # the client's key goes no further: not upstream, not into logs or mitmweb
+            strip_credentials(request.headers)
+            if "key=" in query:
+                request.path = path + (f"?{q}" if (q := without_key_param(query)) else "")
+
+    def _identify(self, flow, record, header: str, key: str) -> None:
+        config = self.settings.config
         if not config.auth_required:
             record.consumer = "anonymous"
             return
         proxy_user = proxy_credentials(header) or self._proxy_auth.get(flow.client_conn.id)
-        key = client_key(flow.request.headers, flow.request.path.partition("?")[2])
 
         consumer = None
         if proxy_user:  # proxy authentication names the consumer; the SDK's own key is then a placeholder
@@ -42,7 +53,7 @@ class Authenticate:
                               code="invalid_api_key")
         elif key:
             consumer = find_consumer(config.consumers_by_digest, key)
-        elif not key:
+        else:
             return reject(flow, record, 401, "missing gateway key: send your personal tollgate key as the API key",
                           code="missing_api_key")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from tollgate.core.dialects import error_body
+from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.record import METADATA_KEY, CallRecord
 
 SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
@@ -34,3 +35,15 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
     record.status = status
     record.decision = decision
     record.reason = message
+
+
+def strip_credentials(headers) -> None:
+    for name in CREDENTIAL_HEADERS:
+        if name in headers:  # membership first: a missing key makes multidict's pop() raise and catch
+            del headers[name]
+
+
+def redact_credentials(headers) -> None:
+    for name in CREDENTIAL_HEADERS:
+        if name in headers:
+            headers[name] = "<redacted>"

@@ -16,7 +16,7 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
 from tollgate.core.dialects import error_body
-from tollgate.flows import pending, record_of
+from tollgate.flows import pending, record_of, redact_credentials
 
 # HTTP/1 requests on their way upstream -> their record. Weak, so finished flows leave by themselves.
 _in_flight: "weakref.WeakKeyDictionary[http.Request, object]" = weakref.WeakKeyDictionary()
@@ -24,10 +24,16 @@ _original_send = _http1.Http1Server.send
 
 
 def _send(self, event):
-    """mitmproxy answers a failed upstream with an HTML page; LLM clients get their provider's error shape."""
-    record = _in_flight.get(self.request) if self.request is not None else None
-    status = event.code.http_status_code() if isinstance(event, ResponseProtocolError) else None
-    if record is None or status is None or self.response or not (self.conn.state & ConnectionState.CAN_WRITE):
+    """mitmproxy answers a failed upstream with an HTML page; LLM clients get their provider's error shape.
+    Only protocol errors take the detour: every other event goes straight to mitmproxy's own generator."""
+    if not isinstance(event, ResponseProtocolError) or self.request is None or self.request not in _in_flight:
+        return _original_send(self, event)
+    return _send_error(self, event, _in_flight[self.request])
+
+
+def _send_error(self, event, record):
+    status = event.code.http_status_code()
+    if status is None or self.response or not (self.conn.state & ConnectionState.CAN_WRITE):
         yield from _original_send(self, event)
         return
     # The error hook (Meter) has settled status and reason already; the ledger row says what the client gets.
@@ -66,6 +72,9 @@ class Forward:
     def responseheaders(self, flow):
         if timer := self._timers.pop(flow.id, None):
             timer.cancel()
+        record = record_of(flow)
+        if record is not None and not record.byok:
+            redact_credentials(flow.request.headers)  # sent already: mitmweb and flow dumps never show the org key
 
     def error(self, flow):
         self.responseheaders(flow)

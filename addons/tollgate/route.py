@@ -1,13 +1,11 @@
-"""Routing, model mapping and the org key: picks the provider and model, rewrites the destination, removes every
-credential the client sent and injects the provider's organisation key (round-robin over several keys)."""
+"""Routing, model mapping and the org key: picks the provider and model, rewrites the destination and injects the
+provider's organisation key (round-robin over several keys)."""
 
 from __future__ import annotations
 
 import itertools
 
 from tollgate.core.config import Config
-from tollgate.core.credentials import without_key_param
-from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.routing import Route as RouteTo
 from tollgate.core.routing import RouteError, destination, resolve
 from tollgate.flows import pending, reject
@@ -44,7 +42,7 @@ class Route:
 
         request = flow.request
         path, _, query = request.path.partition("?")
-        target = destination(route, record.dialect, source, path, without_key_param(query))
+        target = destination(route, record.dialect, source, path, query)
         if target.host:  # scheme first, then host, then port (setting host rewrites the Host header)
             request.scheme = target.scheme
             request.host = target.host
@@ -56,8 +54,6 @@ class Route:
 
         if record.byok:
             return
-        for name in CREDENTIAL_HEADERS:
-            request.headers.pop(name, None)
-        if key := self._next_key(config, route.provider):
+        if key := self._next_key(config, route.provider):  # the client's own key was removed by Authenticate
             header, prefix = route.provider.spec.auth[record.dialect]
             request.headers[header] = prefix + key
