@@ -187,7 +187,7 @@ def _provider(name: str, node, path: str, warnings: list[str]) -> Provider:
     api_version = _str(node.get("api_version"), f"{path}.api_version", required=False)
     if spec.deployment_paths and not api_version:
         api_version = "2024-10-21"
-    if not keys and type_ != "openai-compatible":
+    if not node.get("keys") and type_ != "openai-compatible":
         warnings.append(f"{path}.keys: no key configured; requests are forwarded without an org key")
     return Provider(name, spec, normalized, tuple(keys), base_url.rstrip("/"), upstream.rstrip("/"), api_version)
 
