@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the tollgate p
 from tollgate.annotate import Annotate  # noqa: E402
 from tollgate.authenticate import Authenticate  # noqa: E402
 from tollgate.authorize import Authorize  # noqa: E402
+from tollgate.cache import CacheFill, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
@@ -28,9 +29,11 @@ addons = [
     Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
     Route(settings),          # provider + model mapping, destination rewrite, org key injected
     Authorize(settings),      # may this consumer use this model at this provider? (403)
+    CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
     Stream(),                 # ask for stream usage; stream SSE through a metering tap
     Forward(settings),        # serialise the body once; 502/504 in the provider's shape
     Meter(),                  # status, latency, time to first token, tokens (reported or counted)
+    CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
     Annotate(),               # mitmweb: comment and marker
     Ledger(settings),         # one SQLite row per call, committed before the answer completes
 ]

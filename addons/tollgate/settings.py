@@ -13,6 +13,7 @@ from mitmproxy.proxy import mode_specs
 
 from tollgate.core.access import host_pattern
 from tollgate.core.config import Config, ConfigError, load_config
+from tollgate.core.store import Store, open_store
 
 log = logging.getLogger("tollgate")
 
@@ -28,6 +29,8 @@ def host_regex(hostport: str) -> str:
 class Settings:
     def __init__(self):
         self.config: Config | None = None
+        self._store: Store | None = None
+        self._store_url = ""
         self._stamp: tuple | None = None
         self._watcher: asyncio.Task | None = None
 
@@ -54,6 +57,17 @@ class Settings:
         if self._watcher:
             self._watcher.cancel()
             self._watcher = None
+
+    def store(self) -> Store:
+        """The shared store the configuration names (opened on first use, reopened when `store:` changes).
+        A method, not a property: mitmproxy reads every attribute of an addon when it registers it."""
+        memory_bytes = self.config.cache.memory_bytes if self.config.cache else 64 * 2**20
+        if self._store is None or self._store_url != self.config.store:
+            if self._store is not None:
+                self._closing = asyncio.get_running_loop().create_task(self._store.close())
+            self._store, self._store_url = open_store(self.config.store, memory_bytes), self.config.store
+            log.info("tollgate: shared store %s", self.config.store.split("@")[-1])  # no password in the log
+        return self._store
 
     def _file_stamp(self) -> tuple | None:
         """Changes when the main file or the consumers file it names changes."""

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import time
 
-from tollgate.core.dialects import OPENAI, StreamMeter
+from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.sse import StreamTap
 from tollgate.flows import SYNTHETIC, pending, record_of
-
-_USAGE_ENDPOINTS = ("/chat/completions", "/completions")
-
 
 class Stream:
     def request(self, flow):
         if not (record := pending(flow)) or not record.streamed or record.dialect != OPENAI or record.body is None:
             return
-        if not record.endpoint.endswith(_USAGE_ENDPOINTS):
+        if not record.endpoint.endswith(USAGE_ENDPOINTS) or wants_stream_usage(record.body):
             return
         options = record.body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            return
         record.body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         record.body_changed = True
         record.usage_injected = True
@@ -36,6 +31,7 @@ class Stream:
         if flow.response.headers.get("content-encoding", "identity") != "identity":
             return  # an untouched flow may get a compressed stream: pass it on as it is, unmetered
         record.streamed = True
-        tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time)
+        tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time,
+                        keep_bytes=record.cache_keep_bytes)
         record.meter = tap
         flow.response.stream = tap

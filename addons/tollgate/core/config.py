@@ -56,6 +56,15 @@ class Consumer:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    ttl_s: float = 3600.0
+    scope: str = "consumer"           # consumer | group | global
+    max_entry_bytes: int = 2**20
+    only_deterministic: bool = False  # store only answers to requests with temperature absent or 0
+    memory_bytes: int = 64 * 2**20    # bound of the in-memory store
+
+
+@dataclass(frozen=True)
 class Config:
     providers: dict[str, Provider]
     rules: tuple[ModelRule, ...] = ()
@@ -68,6 +77,8 @@ class Config:
     consumers_file: str = ""      # resolved path of the separate consumers file, if any
     known_ai_hosts: tuple[str, ...] = ()  # entries of config/known-ai-hosts.txt (see core/access.py)
     consumers_by_digest: dict[str, Consumer] = field(default_factory=dict, compare=False, repr=False)
+    store: str = "memory"         # memory | redis://host:port/db: shared state of the cache (and limits)
+    cache: CacheConfig | None = None
     ledger_path: str = "usage.db"
     max_request_bytes: int = 16 * 1024 * 1024
     upstream_timeout_s: float = 600.0
@@ -245,6 +256,30 @@ def _read_yaml(path: str | Path):
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
 
 
+def _store_url(value) -> str:
+    url = _str(value, "store")
+    if url != "memory" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"store: expected memory or redis://host:port/db, got {url!r}")
+    return url
+
+
+def _cache(node) -> CacheConfig | None:
+    if node is None:
+        return None
+    node = _mapping(node, "cache", {"enabled", "ttl", "scope", "max_entry_bytes", "only_deterministic",
+                                    "memory_bytes"})
+    if not _bool(node.get("enabled", True), "cache.enabled"):
+        return None
+    default = CacheConfig()
+    return CacheConfig(
+        ttl_s=parse_duration(node.get("ttl", default.ttl_s), "cache.ttl"),
+        scope=_choice(node.get("scope", default.scope), "cache.scope", ("consumer", "group", "global")),
+        max_entry_bytes=parse_size(node.get("max_entry_bytes", default.max_entry_bytes), "cache.max_entry_bytes"),
+        only_deterministic=_bool(node.get("only_deterministic", False), "cache.only_deterministic"),
+        memory_bytes=parse_size(node.get("memory_bytes", default.memory_bytes), "cache.memory_bytes"),
+    )
+
+
 def _known_hosts(value, base_dir) -> tuple[str, ...]:
     from .access import KNOWN_AI_HOSTS_FILE, load_known_hosts
 
@@ -263,7 +298,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     data = _expand(data if data is not None else {}, "", env, unset)
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
-                                    "known_ai_hosts"})
+                                    "known_ai_hosts", "store", "cache"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -356,6 +391,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         send_user_id=_bool(top.get("send_user_id", False), "send_user_id"),
         consumers_file=consumers_file,
         known_ai_hosts=_known_hosts(top.get("known_ai_hosts"), base_dir),
+        store=_store_url(top.get("store", "memory")),
+        cache=_cache(top.get("cache")),
         ledger_path=_str(ledger.get("path", "usage.db"), "ledger.path"),
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),

@@ -23,6 +23,15 @@ class Usage:
     cached_tokens: int = 0
 
 
+USAGE_ENDPOINTS = ("/chat/completions", "/completions")  # OpenAI endpoints whose streams can report usage
+
+
+def wants_stream_usage(body: dict) -> bool:
+    """Did the client itself ask for the usage chunk of an OpenAI stream?"""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
 def dialect_of_path(path: str) -> str:
     """The wire format a request path speaks (query string excluded)."""
     if path.endswith("/messages") or path.endswith("/messages/count_tokens"):

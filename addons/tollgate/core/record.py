@@ -38,9 +38,12 @@ class CallRecord:
     decision: str = "forwarded"       # forwarded | rejected | byok | unapproved | upstream_error | ...
     reason: str = ""
     byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
+    cache: str = ""                   # hit | miss | bypass ("" when the call never reached the cache)
     body: dict | None = transient()   # the request's JSON, parsed once
     account: object = transient()           # the Consumer entry the key belongs to
-    untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
+    untouched: bool = transient(False)
+    cache_key: str = transient("")
+    cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache      # forwarded as the client sent it (byok, recorded unapproved host)
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
@@ -61,7 +64,9 @@ class CallRecord:
         parts.append(str(self.status) if self.status else self.decision)
         if self.group:
             parts[0] += f" ({self.group})"
-        if self.decision not in ("forwarded",):
+        if self.cache == "hit":
+            parts.append("cache hit")
+        if self.decision not in ("forwarded", "cached"):
             parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
         return " · ".join(parts)
 

@@ -47,12 +47,15 @@ class StreamTap:
     """The callable mitmproxy streams an SSE answer through: passes whole events on, meters them, and drops the
     usage-only chunk that the gateway asked for on the client's behalf."""
 
-    def __init__(self, meter, drop_usage_chunk: bool, clock):
+    def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0):
         self.meter = meter
         self.drop_usage_chunk = drop_usage_chunk
         self.first_token_at: float | None = None
         self._clock = clock
         self._buffer = SSEBuffer()
+        # The upstream events as they came (for the cache), while they fit in keep_bytes; None once they did not.
+        self.kept: list[bytes] | None = [] if keep_bytes else None
+        self._keep_left = keep_bytes
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """Returns the chunks to send on: a list, because an empty bytes chunk would end an HTTP/1 chunked body."""
@@ -66,6 +69,12 @@ class StreamTap:
 
     def _meter(self, raw: bytes) -> bool:
         """Feeds one event to the meter; True if the event is to be dropped."""
+        if self.kept is not None:
+            self._keep_left -= len(raw)
+            if self._keep_left >= 0:
+                self.kept.append(raw)
+            else:
+                self.kept = None
         name, data = parse_event(raw)
         usage_only = self.meter.feed(data, name)
         if self.first_token_at is None and self.meter.text:

@@ -1,0 +1,133 @@
+"""Response cache: identical requests answered at the gate, per tenant, plain or streamed.
+
+Two addons for one concern, at the two places of the pipeline where it acts: CacheLookup after authentication and
+authorisation (a refused request is never answered from cache), CacheFill after Meter (it stores the answer with the
+usage Meter settled). A stream is stored as its upstream event sequence and replayed as a stream. The store failing
+means a miss, never an error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from mitmproxy import http
+
+from tollgate.core.cache import Entry, cache_key, is_deterministic, request_directive, tenant
+from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
+from tollgate.core.sse import StreamTap
+from tollgate.core.store import StoreError
+from tollgate.flows import SYNTHETIC, pending, record_of
+
+log = logging.getLogger("tollgate")
+BYPASS_HEADER = "x-tollgate-cache"
+STATUS_HEADER = "x-cache"
+
+
+class _StoreHealth:
+    """Logs a store outage once when it starts and once when it ends."""
+
+    def __init__(self):
+        self.down = False
+
+    def failed(self, e: Exception) -> None:
+        if not self.down:
+            log.warning("tollgate: cache store unavailable, answering from upstream: %s", e)
+        self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            log.info("tollgate: cache store is back")
+        self.down = False
+
+
+health = _StoreHealth()
+
+
+class CacheLookup:
+    def __init__(self, settings):
+        self.settings = settings
+
+    async def request(self, flow):
+        if not (record := pending(flow)):
+            return
+        headers = flow.request.headers
+        directive = request_directive(headers.get("cache-control", ""), headers.get(BYPASS_HEADER, ""))
+        if BYPASS_HEADER in headers:
+            del headers[BYPASS_HEADER]
+        config = self.settings.config.cache
+        record.cache = "bypass"
+        if config is None or record.body is None or directive == "bypass":
+            return
+        if config.only_deterministic and not is_deterministic(record.body):
+            return
+        record.cache = "miss"
+        record.cache_keep_bytes = config.max_entry_bytes
+        record.cache_key = cache_key(
+            provider=record.provider, dialect=record.dialect, path=record.endpoint, model=record.model,
+            streamed=record.streamed, body=record.body,
+            tenant_id=tenant(config.scope, record.consumer, record.group))
+        if directive == "refresh":
+            return
+        try:
+            data = await self.settings.store().get(record.cache_key)
+            health.ok()
+        except StoreError as e:
+            health.failed(e)
+            return
+        entry = Entry.unpack(data) if data else None
+        if entry is None or entry.streamed != record.streamed:
+            return
+        self._answer(flow, record, entry)
+
+    @staticmethod
+    def _answer(flow, record, entry: Entry) -> None:
+        body = entry.body
+        if entry.streamed:  # replay the stored events; drop the usage chunk unless this client asked for it
+            drop = (record.dialect == OPENAI and record.endpoint.endswith(USAGE_ENDPOINTS)
+                    and not wants_stream_usage(record.body))
+            tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=drop, clock=time.time)
+            body = b"".join(tap(body) + tap(b""))
+        flow.response = http.Response.make(200, body, {"content-type": entry.content_type, STATUS_HEADER: "HIT"})
+        flow.metadata[SYNTHETIC] = True
+        record.cache, record.decision, record.status = "hit", "cached", 200
+        record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
+        record.usage_source = "cache"
+        record.latency_ms = record.ttft_ms = round((time.time() - record.started_at) * 1000, 2)
+
+    def responseheaders(self, flow):
+        record = record_of(flow)
+        if record is not None and STATUS_HEADER not in flow.response.headers:
+            flow.response.headers[STATUS_HEADER] = "MISS" if record.cache == "miss" else "BYPASS"
+
+
+class CacheFill:
+    def __init__(self, settings):
+        self.settings = settings
+        self._writes: set[asyncio.Task] = set()  # the loop holds tasks weakly
+
+    def response(self, flow):
+        record = record_of(flow)
+        if record is None or record.cache != "miss" or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+            return
+        if record.meter is not None:
+            events = record.meter.kept
+            body = b"".join(events) if events is not None else None
+        else:
+            body = flow.response.get_content(strict=False)
+        config = self.settings.config.cache
+        if body is None or config is None or len(body) > config.max_entry_bytes:
+            return  # too large to keep
+        entry = Entry(flow.response.headers.get("content-type", "application/json"), record.meter is not None,
+                      record.prompt_tokens, record.completion_tokens, body)
+        # Spawned, not awaited: a slow store must not delay the end of the answer.
+        task = asyncio.get_running_loop().create_task(self._store(record.cache_key, entry.pack(), config.ttl_s))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _store(self, key: str, data: bytes, ttl_s: float) -> None:
+        try:
+            await self.settings.store().set(key, data, ttl_s)
+            health.ok()
+        except StoreError as e:
+            health.failed(e)

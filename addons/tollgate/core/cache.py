@@ -1,0 +1,70 @@
+"""Response cache decisions on plain data: the key, what may be stored, how an entry is packed.
+
+The key covers everything that changes the answer: provider and wire format, the path (Gemini's model is in it), the
+routed model, plain or streamed, the whole body in canonical JSON (sorted keys) less the fields that do not change the
+answer, and the tenant scope. Peers that key on less leak answers across models and tenants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "safety_identifier"})
+SCOPES = ("consumer", "group", "global")
+
+
+def tenant(scope: str, consumer: str, group: str) -> str:
+    if scope == "global":
+        return "*"
+    if scope == "group" and group:
+        return f"group:{group}"
+    return f"consumer:{consumer}"  # scope consumer, or a consumer without a group: never shared
+
+
+def cache_key(*, provider: str, dialect: str, path: str, model: str, streamed: bool, body: dict,
+              tenant_id: str) -> str:
+    canonical = json.dumps({k: v for k, v in body.items() if k not in IGNORED_FIELDS}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    material = "\n".join((provider, dialect, path, model, "stream" if streamed else "plain", tenant_id, canonical))
+    return "tollgate:cache:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def is_deterministic(body: dict) -> bool:
+    """Temperature absent or 0 (OpenAI/Anthropic top level, Gemini generationConfig)."""
+    temperature = body.get("temperature", (body.get("generationConfig") or {}).get("temperature"))
+    return temperature in (None, 0, 0.0)
+
+
+def request_directive(cache_control: str, tollgate_header: str) -> str:
+    """'lookup' (normal), 'refresh' (no-cache: skip the lookup, store the answer) or 'bypass' (neither)."""
+    directives = {d.strip().lower() for d in cache_control.split(",")}
+    if tollgate_header.strip().lower() == "bypass" or "no-store" in directives:
+        return "bypass"
+    if "no-cache" in directives:
+        return "refresh"
+    return "lookup"
+
+
+@dataclass
+class Entry:
+    content_type: str
+    streamed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    body: bytes               # the answer; for a stream, its whole upstream event sequence
+
+    def pack(self) -> bytes:
+        head = json.dumps({"content_type": self.content_type, "streamed": self.streamed,
+                           "usage": [self.prompt_tokens, self.completion_tokens]}).encode()
+        return head + b"\n" + self.body
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Entry | None:
+        head, sep, body = data.partition(b"\n")
+        try:
+            meta = json.loads(head)
+            prompt, completion = meta["usage"]
+            return cls(meta["content_type"], bool(meta["streamed"]), int(prompt), int(completion), body) if sep else None
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry from another version: a miss
