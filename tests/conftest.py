@@ -1,3 +1,5 @@
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -5,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from harness import FakeLLM, Gateway, providers_to  # noqa: E402
+from harness import FakeLLM, Gateway, RedisServer, providers_to  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE_KEY = "tg-alice-0123456789abcdef"
@@ -46,3 +48,15 @@ def make_gateway(tmp_path, fake):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server. Missing Redis skips these tests, except in CI (TOLLGATE_REQUIRE_REDIS=1): fails."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("TOLLGATE_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is required (TOLLGATE_REQUIRE_REDIS=1) but not installed")
+        pytest.skip("redis-server not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -1,0 +1,56 @@
+"""The two stores pass the same tests; the memory store stays within its byte bound; a dead Redis is an error the
+caller can catch, quickly."""
+
+import asyncio
+import time
+
+import pytest
+
+from tollgate.core.store import MemoryStore, RedisStore, StoreError
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    if request.param == "memory":
+        return MemoryStore(10_000)
+    return RedisStore(request.getfixturevalue("redis_server").url)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_set_get_delete_and_ttl(store):
+    async def scenario():
+        await store.set("t:a", b"one", 60)
+        await store.set("t:b", b"two", 0.2)
+        assert await store.get("t:a") == b"one" and await store.get("t:b") == b"two"
+        await store.delete("t:a")
+        await asyncio.sleep(0.35)
+        result = (await store.get("t:a"), await store.get("t:b"), await store.get("t:never"))
+        await store.close()
+        return result
+    assert run(scenario()) == (None, None, None)
+
+
+def test_memory_store_is_bounded_by_bytes_and_evicts_least_recently_used():
+    store = MemoryStore(max_bytes=1000)
+
+    async def scenario():
+        for i in range(10):
+            await store.set(f"k{i}", bytes(300), 60)
+            await store.get("k0")  # k0 stays hot
+        return [await store.get(f"k{i}") is not None for i in range(10)]
+    kept = run(scenario())
+    assert store.bytes <= 1000 and kept[0] and kept[-1] and sum(kept) == 3
+
+
+def test_dead_redis_raises_store_error_fast():
+    store = RedisStore("redis://127.0.0.1:1/0")
+
+    async def scenario():
+        start = time.monotonic()
+        with pytest.raises(StoreError):
+            await store.get("x")
+        return time.monotonic() - start
+    assert run(scenario()) < 1.0
