@@ -32,7 +32,7 @@ addons = [
     CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
     Stream(),                 # ask for stream usage; stream SSE through a metering tap
     Forward(settings),        # serialise the body once; 502/504 in the provider's shape
-    Meter(),                  # status, latency, time to first token, tokens (reported or counted)
+    Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
     CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
     Annotate(),               # mitmweb: comment and marker
     Ledger(settings),         # one SQLite row per call, committed before the answer completes

@@ -46,6 +46,8 @@ def test_second_identical_openai_call_is_a_hit(gw, fake):
     hit = gw.last_row()
     assert (hit["cache"], hit["decision"], hit["status"]) == ("hit", "cached", 200)
     assert hit["completion_tokens"] == first.parse().usage.completion_tokens  # tokens saved
+    miss = gw.rows()[-2]
+    assert hit["cost_usd"] == miss["cost_usd"] > 0  # money saved: what the miss cost
 
 
 def test_anthropic_hit_and_other_consumer_model_or_system_prompt_miss(gw, fake):

@@ -80,8 +80,7 @@ class CacheLookup:
             return
         self._answer(flow, record, entry)
 
-    @staticmethod
-    def _answer(flow, record, entry: Entry) -> None:
+    def _answer(self, flow, record, entry: Entry) -> None:
         body = entry.body
         if entry.streamed:  # replay the stored events; drop the usage chunk unless this client asked for it
             drop = (record.dialect == OPENAI and record.endpoint.endswith(USAGE_ENDPOINTS)
@@ -93,6 +92,8 @@ class CacheLookup:
         record.cache, record.decision, record.status = "hit", "cached", 200
         record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
         record.usage_source = "cache"
+        record.cost_usd = round(self.settings.config.prices.cost(record.model or record.requested_model,
+                                                                 entry.prompt_tokens, entry.completion_tokens), 8)
         record.latency_ms = record.ttft_ms = round((time.time() - record.started_at) * 1000, 2)
 
     def responseheaders(self, flow):

@@ -13,7 +13,8 @@ from tollgate.flows import SYNTHETIC, record_of
 
 
 class Meter:
-    def __init__(self):
+    def __init__(self, settings):
+        self.settings = settings
         self._preload: asyncio.Future | None = None
 
     def running(self):
@@ -24,6 +25,15 @@ class Meter:
         record = record_of(flow)
         if record is None or flow.metadata.get(SYNTHETIC):
             return
+        self._response(flow, record)
+        self._price(record)
+
+    def _price(self, record) -> None:
+        record.cost_usd = round(self.settings.config.prices.cost(
+            record.model or record.requested_model, record.prompt_tokens, record.completion_tokens,
+            record.cached_tokens), 8)
+
+    def _response(self, flow, record) -> None:
         record.status = flow.response.status_code
         end = flow.response.timestamp_end or time.time()
         record.latency_ms = round((end - record.started_at) * 1000, 2)
@@ -52,6 +62,7 @@ class Meter:
             record.status = record.status or 502
         if record.meter is not None:
             self._settle_stream(record, finished=False)
+        self._price(record)
 
     def _settle_stream(self, record, finished: bool) -> None:
         tap = record.meter

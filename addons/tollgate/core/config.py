@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .prices import Price, PriceTable
 from .providers import SPECS, ProviderSpec, split_host
 
 
@@ -78,6 +79,7 @@ class Config:
     known_ai_hosts: tuple[str, ...] = ()  # entries of config/known-ai-hosts.txt (see core/access.py)
     consumers_by_digest: dict[str, Consumer] = field(default_factory=dict, compare=False, repr=False)
     store: str = "memory"         # memory | redis://host:port/db: shared state of the cache (and limits)
+    prices: PriceTable = field(default_factory=PriceTable)
     cache: CacheConfig | None = None
     ledger_path: str = "usage.db"
     max_request_bytes: int = 16 * 1024 * 1024
@@ -256,6 +258,33 @@ def _read_yaml(path: str | Path):
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
 
 
+DEFAULT_PRICES = Path(__file__).resolve().parents[3] / "config" / "prices.yaml"
+
+
+def _price(node, path: str) -> Price:
+    node = _mapping(node, path, {"input", "output", "cached_input"})
+    values = {}
+    for name in ("input", "output", "cached_input"):
+        value = node.get(name, node.get("input") if name == "cached_input" else None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}.{name}: expected a price in USD per million tokens, got {value!r}")
+        values[name] = float(value)
+    return Price(**values)
+
+
+def _prices(value, base_dir) -> PriceTable:
+    """The price file: `prices: PATH` (relative to the config file), default config/prices.yaml."""
+    path = Path(base_dir or ".") / _str(value, "prices") if value is not None else DEFAULT_PRICES
+    if value is None and not path.is_file():
+        return PriceTable()
+    data = _mapping(_read_yaml(path), str(path), {"default", "models"})
+    models = _mapping(data.get("models"), f"{path}: models", set(map(str, data.get("models") or {})))
+    return PriceTable(
+        default=_price(data["default"], f"{path}: default") if data.get("default") else PriceTable().default,
+        models={str(m): _price(node, f"{path}: models.{m}") for m, node in models.items()},
+    )
+
+
 def _store_url(value) -> str:
     url = _str(value, "store")
     if url != "memory" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -298,7 +327,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     data = _expand(data if data is not None else {}, "", env, unset)
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
-                                    "known_ai_hosts", "store", "cache"})
+                                    "known_ai_hosts", "store", "cache", "prices"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -393,6 +422,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         known_ai_hosts=_known_hosts(top.get("known_ai_hosts"), base_dir),
         store=_store_url(top.get("store", "memory")),
         cache=_cache(top.get("cache")),
+        prices=_prices(top.get("prices"), base_dir),
         ledger_path=_str(ledger.get("path", "usage.db"), "ledger.path"),
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),

@@ -32,7 +32,8 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    usage_source: str = ""            # provider | estimate | none
+    usage_source: str = ""            # provider | estimate | cache | none
+    cost_usd: float = 0.0             # priced from config/prices.yaml; for a cache hit: the money it saved
     latency_ms: float | None = None
     ttft_ms: float | None = None
     decision: str = "forwarded"       # forwarded | rejected | byok | unapproved | upstream_error | ...
@@ -61,6 +62,8 @@ class CallRecord:
         """What mitmweb shows in the comment column: alice · gpt-4o-mini · 812→96 tok · 200"""
         parts = [self.consumer or "-", self.model or self.requested_model or self.endpoint]
         parts.append(f"{self.prompt_tokens}→{self.completion_tokens} tok")
+        if self.cost_usd:
+            parts.append(f"${self.cost_usd:.4f}")
         parts.append(str(self.status) if self.status else self.decision)
         if self.group:
             parts[0] += f" ({self.group})"
