@@ -4,6 +4,7 @@ Both proxies intercept HTTPS from one keep-alive client and reach the same fake 
   plain    mitmdump with no addons; the client calls https://127.0.0.1:<fake>/v1/chat/completions
   gateway  mitmdump -s addons/gateway.py; the client calls https://api.openai.com/v1/chat/completions with a
            gateway key; the gateway authenticates, routes, injects the org key, meters and writes the ledger.
+  cache    the same gateway with the response cache on (memory store): every call after the first is a hit.
 Rounds alternate between the two so that machine noise hits both alike.
 """
 
@@ -74,8 +75,13 @@ def main() -> None:
         "providers": {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}},
         "consumers": [{"name": "bench", "key": KEY}],
     }, extra=insecure)
+    cached = Gateway(work / "cached", {
+        "providers": {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}},
+        "consumers": [{"name": "bench", "key": KEY}], "cache": {"ttl": "1h"},
+    }, extra=insecure)
     targets = {"plain mitmdump": (plain, f"{fake.url}/v1/chat/completions"),
-               "tollgate": (gateway, "https://api.openai.com/v1/chat/completions")}
+               "tollgate": (gateway, "https://api.openai.com/v1/chat/completions"),
+               "tollgate cache hit": (cached, "https://api.openai.com/v1/chat/completions")}
     results: dict[str, list[dict]] = {name: [] for name in targets}
     try:
         for round_ in range(args.rounds):
@@ -85,20 +91,23 @@ def main() -> None:
                 results[name].append(figures)
                 console.print(f"round {round_ + 1} {name:15} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
     finally:
+        cached.stop()
         gateway.stop()
         plain.stop()
         fake.stop()
 
     summary = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    base, ours = summary["plain mitmdump"], summary["tollgate"]
+    base = summary["plain mitmdump"]
     table = Table(title=f"median of {args.rounds} rounds: {args.requests} calls + {args.streams} streams each, "
                         "1 keep-alive client, HTTPS interception")
     for column in ("", "req/s", "p50 ms", "p99 ms", "stream TTFT p50 ms"):
         table.add_column(column, justify="right")
     for name, s in summary.items():
         table.add_row(name, f"{s['rps']:.0f}", f"{s['p50']:.2f}", f"{s['p99']:.2f}", f"{s['ttft_p50']:.2f}")
-    table.add_row("tollgate vs plain", f"{ours['rps'] / base['rps']:.0%}", f"{ours['p50'] - base['p50']:+.2f}",
-                  f"{ours['p99'] - base['p99']:+.2f}", f"{ours['ttft_p50'] - base['ttft_p50']:+.2f}")
+    for name in ("tollgate", "tollgate cache hit"):
+        ours = summary[name]
+        table.add_row(f"{name} vs plain", f"{ours['rps'] / base['rps']:.0%}", f"{ours['p50'] - base['p50']:+.2f}",
+                      f"{ours['p99'] - base['p99']:+.2f}", f"{ours['ttft_p50'] - base['ttft_p50']:+.2f}")
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
