@@ -111,15 +111,15 @@ class CacheFill:
         record = record_of(flow)
         if record is None or record.cache != "miss" or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
             return
-        if record.meter is not None:
-            events = record.meter.kept
+        if record.tap is not None:
+            events = record.tap.kept
             body = b"".join(events) if events is not None else None
         else:
             body = flow.response.get_content(strict=False)
         config = self.settings.config.cache
         if body is None or config is None or len(body) > config.max_entry_bytes:
             return  # too large to keep
-        entry = Entry(flow.response.headers.get("content-type", "application/json"), record.meter is not None,
+        entry = Entry(flow.response.headers.get("content-type", "application/json"), record.tap is not None,
                       record.prompt_tokens, record.completion_tokens, body)
         # Spawned, not awaited: a slow store must not delay the end of the answer.
         task = asyncio.get_running_loop().create_task(self._store(record.cache_key, entry.pack(), config.ttl_s))

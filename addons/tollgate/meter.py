@@ -37,7 +37,7 @@ class Meter:
         record.status = flow.response.status_code
         end = flow.response.timestamp_end or time.time()
         record.latency_ms = round((end - record.started_at) * 1000, 2)
-        if record.meter is not None:
+        if record.tap is not None:
             self._settle_stream(record, finished=True)
         else:
             record.ttft_ms = record.latency_ms
@@ -60,12 +60,12 @@ class Meter:
         else:  # the gateway answers this one itself (see forward.py), so the ledger says what the client got
             record.decision, record.reason = "upstream_error", f"cannot reach provider {record.provider}: {message}"
             record.status = record.status or 502
-        if record.meter is not None:
+        if record.tap is not None:
             self._settle_stream(record, finished=False)
         self._price(record)
 
     def _settle_stream(self, record, finished: bool) -> None:
-        tap = record.meter
+        tap = record.tap
         if tap.first_token_at is not None:
             record.ttft_ms = round((tap.first_token_at - record.started_at) * 1000, 2)
         self._settle(record, tap.meter.usage, tap.meter.streamed_text, finished)

@@ -33,5 +33,5 @@ class Stream:
         record.streamed = True
         tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time,
                         keep_bytes=record.cache_keep_bytes)
-        record.meter = tap
+        record.tap = tap
         flow.response.stream = tap

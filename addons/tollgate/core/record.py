@@ -48,7 +48,7 @@ class CallRecord:
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
-    meter: object = transient()       # StreamMeter of a streamed answer
+    tap: object = transient()         # the StreamTap a streamed answer flows through (core/sse.py)
     written: bool = transient(False)
 
     @property
