@@ -17,6 +17,7 @@ from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
+from tollgate.metrics import Metrics  # noqa: E402
 from tollgate.route import Route  # noqa: E402
 from tollgate.settings import Settings  # noqa: E402
 from tollgate.stream import Stream  # noqa: E402
@@ -35,5 +36,6 @@ addons = [
     Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
     CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
     Annotate(),               # mitmweb: comment and marker
+    Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)
     Ledger(settings),         # one SQLite row per call, committed before the answer completes
 ]

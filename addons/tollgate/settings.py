@@ -58,6 +58,10 @@ class Settings:
             self._watcher.cancel()
             self._watcher = None
 
+    def current_store(self) -> Store | None:
+        """The store if one is open (metrics read its error count without opening one)."""
+        return self._store
+
     def store(self) -> Store:
         """The shared store the configuration names (opened on first use, reopened when `store:` changes).
         A method, not a property: mitmproxy reads every attribute of an addon when it registers it."""

@@ -73,6 +73,7 @@ class RedisStore:
 
         self.url = url
         self.timeout_s = timeout_s
+        self.errors = 0  # exported as tollgate_store_errors_total
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                            retry_on_timeout=False)
 
@@ -80,6 +81,7 @@ class RedisStore:
         try:
             return await asyncio.wait_for(coro, self.timeout_s * 2)
         except Exception as e:  # connection refused, timeouts, protocol errors: all mean "no answer"
+            self.errors += 1
             raise StoreError(f"{type(e).__name__}: {e}") from None
 
     async def get(self, key: str) -> bytes | None:

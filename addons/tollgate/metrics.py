@@ -1,0 +1,126 @@
+"""Prometheus metrics (prometheus-client) and a liveness endpoint, on --set tollgate_metrics_port=9464.
+
+Label values come from the configuration (consumers, providers) or from clients (model names): the latter are
+capped, so a client inventing model names cannot grow the registry without bound."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from mitmproxy import ctx
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily
+
+from tollgate.flows import record_of
+
+log = logging.getLogger("tollgate")
+MAX_MODELS = 500
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
+
+registry = CollectorRegistry()  # module level: a hot-reloaded script must not register the metrics twice
+REQUESTS = Counter("tollgate_requests", "LLM calls", ["consumer", "provider", "model", "status", "decision"],
+                   registry=registry)
+TOKENS = Counter("tollgate_tokens", "Tokens", ["consumer", "provider", "model", "kind"], registry=registry)
+COST = Counter("tollgate_cost_usd", "Cost in USD (priced from config/prices.yaml)", ["consumer", "provider", "model"],
+               registry=registry)
+LATENCY = Histogram("tollgate_request_latency_seconds", "Request start to end of answer", ["provider", "model"],
+                    buckets=LATENCY_BUCKETS, registry=registry)
+TTFT = Histogram("tollgate_time_to_first_token_seconds", "Request start to first streamed text", ["provider", "model"],
+                 buckets=LATENCY_BUCKETS, registry=registry)
+CACHE = Counter("tollgate_cache", "Cache lookups by result", ["result"], registry=registry)
+SAVED = Counter("tollgate_cache_saved_usd", "Money saved by cache hits", ["consumer"], registry=registry)
+REJECTIONS = Counter("tollgate_rejections", "Calls the gateway refused, by status", ["status", "consumer"],
+                     registry=registry)
+
+
+class _StoreErrors:
+    """Exports the shared store's error count (the store counts; nothing to keep in sync)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def collect(self):
+        store = self.settings.current_store()
+        family = CounterMetricFamily("tollgate_store_errors", "Shared store calls that failed (Redis down or slow)")
+        family.add_metric([], getattr(store, "errors", 0))
+        yield family
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):  # scrapes every few seconds would flood the gateway log
+        pass
+
+
+def _app(metrics_app):
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") in ("/healthz", "/livez"):
+            start_response("200 OK", [("content-type", "text/plain")])
+            return [b"ok\n"]
+        return metrics_app(environ, start_response)
+    return app
+
+
+class Metrics:
+    def __init__(self, settings):
+        self.settings = settings
+        self._server: WSGIServer | None = None
+        self._models: set[str] = set()
+        self._store_errors = _StoreErrors(settings)
+        registry.register(self._store_errors)
+
+    def load(self, loader):
+        loader.add_option("tollgate_metrics_port", int, 0, "Prometheus metrics and /healthz on this port (0: off)")
+        loader.add_option("tollgate_metrics_host", str, "127.0.0.1", "address of the metrics listener")
+
+    def configure(self, updated):
+        if {"tollgate_metrics_port", "tollgate_metrics_host"} & updated:
+            self._stop()
+            if ctx.options.tollgate_metrics_port:
+                self._server = make_server(ctx.options.tollgate_metrics_host, ctx.options.tollgate_metrics_port,
+                                           _app(make_wsgi_app(registry)), handler_class=_QuietHandler)
+                threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
+                log.info("tollgate: metrics at http://%s:%d/metrics", ctx.options.tollgate_metrics_host,
+                         self._server.server_port)
+
+    def done(self):
+        self._stop()
+        registry.unregister(self._store_errors)
+
+    def _stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _model(self, model: str) -> str:
+        if model in self._models or len(self._models) < MAX_MODELS:
+            self._models.add(model)
+            return model
+        return "other"
+
+    def response(self, flow):
+        record = record_of(flow)
+        if record is None:
+            return
+        model = self._model(record.model or record.requested_model or "-")
+        consumer, provider = record.consumer or "-", record.provider or "-"
+        REQUESTS.labels(consumer, provider, model, str(record.status), record.decision).inc()
+        if record.decision == "rejected":
+            REJECTIONS.labels(str(record.status), consumer).inc()
+        if record.cache:
+            CACHE.labels(record.cache).inc()
+        if record.cache == "hit":
+            SAVED.labels(consumer).inc(record.cost_usd)
+            return  # a hit spent no tokens or money
+        TOKENS.labels(consumer, provider, model, "prompt").inc(record.prompt_tokens)
+        TOKENS.labels(consumer, provider, model, "completion").inc(record.completion_tokens)
+        COST.labels(consumer, provider, model).inc(record.cost_usd)
+        if record.latency_ms is not None and record.decision not in ("rejected",):
+            LATENCY.labels(provider, model).observe(record.latency_ms / 1000)
+        if record.streamed and record.ttft_ms is not None:
+            TTFT.labels(provider, model).observe(record.ttft_ms / 1000)
+
+    def error(self, flow):
+        self.response(flow)

@@ -1,0 +1,57 @@
+"""Observability through real parts: Prometheus metrics scraped over HTTP after real SDK calls."""
+
+import re
+
+import httpx
+import openai
+import pytest
+
+from harness import Gateway, free_port, providers_to
+
+HELLO = [{"role": "user", "content": "metrics please"}]
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, fake, redis_server):
+    port = free_port()
+    gateway = Gateway(tmp_path_factory.mktemp("obs"), {
+        "providers": providers_to(fake), "consumers": [{"name": "alice", "key": "tg-obs-alice"}],
+        "store": redis_server.url, "cache": {"ttl": "1h"},
+    }, extra=("--set", f"tollgate_metrics_port={port}"))
+    gateway.metrics = f"http://127.0.0.1:{port}"
+    yield gateway
+    gateway.stop()
+
+
+def scrape(gw) -> str:
+    return httpx.get(f"{gw.metrics}/metrics", trust_env=False).text
+
+
+def value(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_after_real_calls(gw):
+    assert httpx.get(f"{gw.metrics}/healthz", trust_env=False).text == "ok\n"
+    client = gw.openai("tg-obs-alice")
+    for _ in range(3):  # one miss, two hits
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    list(client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+    with pytest.raises(openai.AuthenticationError):
+        gw.openai("tg-wrong").chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    text = scrape(gw)
+    assert value(text, "tollgate_requests_total", consumer="alice", model="gpt-4o-mini", status="200",
+                 decision="forwarded") == 1
+    assert value(text, "tollgate_requests_total", consumer="alice", model="gpt-4o-mini", decision="cached") == 2
+    assert value(text, "tollgate_requests_total", status="401", decision="rejected") == 1
+    assert value(text, "tollgate_tokens_total", consumer="alice", model="gpt-4o", kind="completion") == 12
+    assert value(text, "tollgate_cache_total", result="hit") == 2
+    assert value(text, "tollgate_cost_usd_total", consumer="alice", model="gpt-4o") > 0
+    assert value(text, "tollgate_cache_saved_usd_total", consumer="alice") > 0
+    assert value(text, "tollgate_time_to_first_token_seconds_count", provider="openai", model="gpt-4o") == 1
+    assert value(text, "tollgate_request_latency_seconds_count", provider="openai", model="gpt-4o-mini") == 1
+    assert re.search(r"^tollgate_store_errors_total 0\.0$", text, re.M)
