@@ -1,0 +1,91 @@
+"""Usage report on the ledger: per consumer, group, model, provider or day. Plain data in, rows out."""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+GROUPINGS = {
+    "consumer": "consumer",
+    "group": "\"group\"",
+    "model": "COALESCE(NULLIF(model, ''), requested_model)",
+    "provider": "provider",
+    "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
+}
+COLUMNS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "saved_usd", "blocked",
+           "limited", "errors", "p50_ms", "p95_ms")
+
+
+def parse_when(text: str, now: datetime | None = None) -> float:
+    """'2026-11-01', an ISO date-time, or relative: '7d', '12h', '30m' ago. Returns epoch seconds (UTC)."""
+    now = now or datetime.now(timezone.utc)
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return (now - timedelta(**{units[text[-1]]: int(text[:-1])})).timestamp()
+    when = datetime.fromisoformat(text)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _percentile(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def report(db: sqlite3.Connection, by: str, since: float | None = None, until: float | None = None) -> list[dict]:
+    """One row per group, biggest spender first. Cache hits count as calls and as money saved, not as spend."""
+    where, args = ["1=1"], []
+    if since is not None:
+        where.append("started_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("started_at < ?")
+        args.append(until)
+    sql = (f"SELECT {GROUPINGS[by]} AS key, prompt_tokens, completion_tokens, cost_usd, cache, decision, status, "
+           f"latency_ms FROM calls WHERE {' AND '.join(where)}")
+    groups: dict[str, dict] = defaultdict(lambda: {c: 0 for c in COLUMNS} | {"_latency": []})
+    for key, prompt, completion, cost, cache, decision, status, latency in db.execute(sql, args):
+        g = groups[key or "-"]
+        g["calls"] += 1
+        if cache == "hit":
+            g["cache_hits"] += 1
+            g["saved_usd"] += cost or 0
+            continue
+        g["prompt_tokens"] += prompt or 0
+        g["completion_tokens"] += completion or 0
+        g["cost_usd"] += cost or 0
+        if decision == "rejected":
+            g["limited" if status == 429 else "blocked"] += 1
+        elif decision in ("upstream_error", "upstream_timeout") or (status or 0) >= 500:
+            g["errors"] += 1
+        elif latency is not None:
+            g["_latency"].append(latency)
+    rows = []
+    for key, g in groups.items():
+        latencies = g.pop("_latency")
+        g["p50_ms"], g["p95_ms"] = _percentile(latencies, 50), _percentile(latencies, 95)
+        g["cost_usd"], g["saved_usd"] = round(g["cost_usd"], 8), round(g["saved_usd"], 8)
+        rows.append({by: key, **g})
+    return sorted(rows, key=lambda r: (-r["cost_usd"], -r["calls"], str(r[by])))
+
+
+def usage_over_time(db: sqlite3.Connection, since: float | None = None, until: float | None = None,
+                    bucket: str = "%Y-%m-%d") -> dict[str, dict[str, int]]:
+    """model -> {time bucket -> tokens}, cache hits excluded."""
+    where, args = ["COALESCE(cache, '') != 'hit'"], []
+    if since is not None:
+        where.append("started_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("started_at < ?")
+        args.append(until)
+    series: dict[str, dict[str, int]] = defaultdict(dict)
+    sql = (f"SELECT COALESCE(NULLIF(model, ''), requested_model, '-'), strftime('{bucket}', started_at, 'unixepoch'),"
+           f" SUM(prompt_tokens + completion_tokens) FROM calls WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 2")
+    for model, when, tokens in db.execute(sql, args):
+        series[model or "-"][when] = tokens or 0
+    return dict(series)
