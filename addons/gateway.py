@@ -16,6 +16,7 @@ from tollgate.cache import CacheFill, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
+from tollgate.llmview import LLMView  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
 from tollgate.metrics import Metrics  # noqa: E402
 from tollgate.route import Route  # noqa: E402
@@ -36,6 +37,7 @@ addons = [
     Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
     CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
     Annotate(),               # mitmweb: comment and marker
+    LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)
     Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)
     Ledger(settings),         # one SQLite row per call, committed before the answer completes
 ]

@@ -1,0 +1,40 @@
+"""The "LLM" content view for mitmweb: chat requests and answers as a conversation, a streamed answer as its
+reassembled text plus usage. (scripts/run --web keeps streamed bodies so there is something to show.)"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import contentviews, http
+
+from tollgate.core.conversation import render_answer, render_request
+from tollgate.core.dialects import dialect_of_path
+from tollgate.flows import record_of
+
+
+class LLMContentview(contentviews.Contentview):
+    name = "LLM"
+
+    @staticmethod
+    def _dialect(metadata) -> str | None:
+        flow = metadata.flow
+        if flow is None or not isinstance(flow, http.HTTPFlow):
+            return None
+        record = record_of(flow)
+        return record.dialect if record else None
+
+    def prettify(self, data: bytes, metadata) -> str:
+        dialect = self._dialect(metadata) or dialect_of_path(metadata.flow.request.path.split("?")[0])
+        if isinstance(metadata.http_message, http.Request):
+            return render_request(dialect, json.loads(data))
+        return render_answer(dialect, data, metadata.content_type or "")
+
+    def render_priority(self, data: bytes, metadata) -> float:
+        if not data or self._dialect(metadata) is None:
+            return -1
+        return 2  # above the JSON view (1) for every LLM call
+
+
+class LLMView:
+    def load(self, loader):
+        contentviews.add(LLMContentview)  # registering again (hot reload) replaces the old one
