@@ -57,3 +57,28 @@ def test_killing_the_gateway_loses_no_finished_call(make_gateway, fake):
     gw.proc.wait(10)
     rows = gw.rows()
     assert len(rows) == 3 and all(r["status"] == 200 and r["completion_tokens"] == 12 for r in rows)
+
+
+def test_jsonl_mirror_and_retention(make_gateway, fake):
+    import json
+    import sqlite3
+    import time
+
+    gw = make_gateway({"providers": providers_to(fake)})
+    jsonl = gw.workdir / "usage.jsonl"
+    client = gw.openai("any")
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    # An old row, as if written long ago; a config edit turns on the mirror and a 1-day retention.
+    db = sqlite3.connect(gw.ledger_path)
+    db.execute("INSERT INTO calls (id, started_at, dialect, endpoint) VALUES ('ancient', ?, 'openai', '/v1/x')",
+               (time.time() - 3 * 86400,))
+    db.commit()
+    db.close()
+    gw.write_config({"providers": providers_to(fake),
+                     "ledger": {"path": str(gw.ledger_path), "jsonl": str(jsonl), "retention": "1d"}})
+    gw.wait_for(lambda: "configuration reloaded" in gw.logs())
+    client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["model"] == "gpt-4o-mini" and rows[0]["completion_tokens"] == 12
+    gw.wait_for(lambda: not [r for r in gw.rows() if r["id"] == "ancient"], timeout=5)
+    assert len(gw.rows()) == 2

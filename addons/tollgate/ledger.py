@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from tollgate.core.ledger import LedgerDB
 from tollgate.flows import record_of
 
 log = logging.getLogger("tollgate")
 CHECKPOINT_SECONDS = 1.0
+PRUNE_SECONDS = 60.0  # retention is enforced at most once a minute
 
 
 class Ledger:
@@ -19,9 +21,10 @@ class Ledger:
         self._checkpoints: asyncio.Task | None = None
 
     def _ledger(self) -> LedgerDB:
-        path = self.settings.config.ledger_path
-        if self.db is None or self.db.path != path:
-            old, self.db = self.db, LedgerDB(path)
+        config = self.settings.config
+        if self.db is None or (self.db.path, self.db.jsonl) != (config.ledger_path, config.ledger_jsonl):
+            path = config.ledger_path
+            old, self.db = self.db, LedgerDB(path, config.ledger_jsonl)
             if old is not None:
                 old.close()
             log.info("tollgate: usage ledger at %s", path)
@@ -41,14 +44,21 @@ class Ledger:
             self.db = None
 
     async def _checkpoint_loop(self) -> None:
+        last_prune = 0.0
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
-            db = self.db
-            if db is not None and db.unchecked:
+            db, retention = self.db, self.settings.config.ledger_retention_s
+            prune = retention is not None and time.monotonic() - last_prune >= PRUNE_SECONDS
+            if db is not None and (db.unchecked or prune):
                 try:
-                    await asyncio.to_thread(db.checkpoint)
+                    deleted = await asyncio.to_thread(db.checkpoint, retention if prune else None)
                 except Exception as e:  # a busy or failing disk must not end the loop
                     log.warning("tollgate: ledger checkpoint failed: %s", e)
+                    continue
+                if prune:
+                    last_prune = time.monotonic()
+                    if deleted:
+                        log.info("tollgate: ledger retention removed %d calls", deleted)
 
     def response(self, flow):
         record = record_of(flow)

@@ -82,6 +82,8 @@ class Config:
     prices: PriceTable = field(default_factory=PriceTable)
     cache: CacheConfig | None = None
     ledger_path: str = "usage.db"
+    ledger_jsonl: str = ""        # optional JSON-lines mirror of every row (append-only; rotate it externally)
+    ledger_retention_s: float | None = None  # rows older than this are deleted (None: kept forever)
     max_request_bytes: int = 16 * 1024 * 1024
     upstream_timeout_s: float = 600.0
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -405,7 +407,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         consumers.append(Consumer(name, digest, group, _patterns(node, "models", path),
                                   _provider_names(node, path, providers), _when(node.get("expires"), f"{path}.expires"),
                                   disabled))
-    ledger = _mapping(top.get("ledger"), "ledger", {"path"})
+    ledger = _mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention"})
     gateway = _mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout"})
     return Config(
         providers=providers,
@@ -424,6 +426,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         cache=_cache(top.get("cache")),
         prices=_prices(top.get("prices"), base_dir),
         ledger_path=_str(ledger.get("path", "usage.db"), "ledger.path"),
+        ledger_jsonl=_str(ledger.get("jsonl"), "ledger.jsonl", required=False),
+        ledger_retention_s=parse_duration(ledger["retention"], "ledger.retention") if ledger.get("retention") else None,
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),
         warnings=tuple(dict.fromkeys(warnings)),

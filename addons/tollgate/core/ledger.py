@@ -9,8 +9,10 @@ from a worker thread instead; it also keeps the WAL from growing without bound.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from .record import stored_columns
@@ -42,9 +44,12 @@ def open_db(path: str) -> sqlite3.Connection:
 
 
 class LedgerDB:
-    def __init__(self, path: str):
+    def __init__(self, path: str, jsonl: str = ""):
         self.path = path
+        self.jsonl = jsonl
         self._db = open_db(path)
+        # Line-buffered append: one write() per row, no fsync (like the WAL commit); readers tail it.
+        self._mirror = open(jsonl, "a", buffering=1, encoding="utf-8") if jsonl else None
         self._columns = list(stored_columns())
         quoted = ", ".join(f'"{c}"' for c in self._columns)  # "group" is an SQL keyword
         self._sql = f"INSERT OR REPLACE INTO calls ({quoted}) VALUES ({', '.join('?' for _ in self._columns)})"
@@ -58,14 +63,25 @@ class LedgerDB:
             log.error("ledger write failed for call %s: %s", row.get("id"), e)
             return False
         self.unchecked += 1
+        if self._mirror is not None:
+            try:
+                self._mirror.write(json.dumps(row, separators=(",", ":")) + "\n")
+            except OSError as e:
+                log.error("ledger mirror %s: %s", self.jsonl, e)
         return True
 
-    def checkpoint(self) -> None:
-        """Moves the WAL into the database (with fsync). Blocking: call from a worker thread."""
+    def checkpoint(self, retention_s: float | None = None) -> int:
+        """Deletes rows past the retention, then moves the WAL into the database (with fsync). Blocking: call
+        from a worker thread. Returns the number of rows deleted."""
         if self._checkpointer is None:
             self._checkpointer = connect(self.path)
         self.unchecked = 0
+        deleted = 0
+        if retention_s is not None:
+            cursor = self._checkpointer.execute("DELETE FROM calls WHERE started_at < ?", (time.time() - retention_s,))
+            deleted = cursor.rowcount
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return deleted
 
     def close(self) -> None:
         try:
@@ -75,3 +91,5 @@ class LedgerDB:
         self._db.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
+        if self._mirror is not None:
+            self._mirror.close()
