@@ -72,7 +72,7 @@ class Gateway:
     """A real mitmdump running addons/gateway.py with its own confdir (and so its own CA), on free ports."""
 
     def __init__(self, workdir: Path, config: dict, reverse: bool = False, extra: tuple[str, ...] = (),
-                 env: dict | None = None, script: bool = True):
+                 env: dict | None = None, script: bool = True, tool: str = "mitmdump"):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "gateway.yaml"
@@ -83,7 +83,7 @@ class Gateway:
         self.log = workdir / "mitmdump.log"
         modes = ["--mode", "regular@0"] + (["--mode", f"reverse:https://api.openai.com@{free_port()}"] if reverse else [])
         gateway = ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tollgate_config={self.config_path}"]
-        cmd = [str(BIN / "mitmdump"), *(gateway if script else []), "--listen-host", "127.0.0.1",
+        cmd = [str(BIN / tool), *(gateway if script else []), "--listen-host", "127.0.0.1",
                *modes, "--set", f"confdir={self.confdir}", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
                                      env={**subprocess_env(), **(env or {})}, cwd=workdir)
@@ -94,6 +94,9 @@ class Gateway:
         if reverse:
             self.reverse_port = int(wait_for_line(self.proc, self.log, r"[Rr]everse proxy.*listening at [\d.]+:(\d+)")[0][1])
         self.proxy = f"http://127.0.0.1:{self.port}"
+        self.web_url = None
+        if tool == "mitmweb":  # mitmweb 12 protects its API with a token printed at start
+            self.web_url = wait_for_line(self.proc, self.log, r"Web server listening at (http://\S+)")[0][1]
         self.ca = str(self.confdir / "mitmproxy-ca-cert.pem")
 
     def write_config(self, config: dict | str) -> None:
