@@ -36,17 +36,21 @@ def _percentile(values: list[float], q: int) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def _window(since: float | None, until: float | None, *conditions: str) -> tuple[str, list]:
+    """A WHERE clause for a time window (and any extra conditions) with its arguments."""
+    where, args = ["1=1", *conditions], []
+    for bound, op in ((since, ">="), (until, "<")):
+        if bound is not None:
+            where.append(f"started_at {op} ?")
+            args.append(bound)
+    return " AND ".join(where), args
+
+
 def report(db: sqlite3.Connection, by: str, since: float | None = None, until: float | None = None) -> list[dict]:
     """One row per group, biggest spender first. Cache hits count as calls and as money saved, not as spend."""
-    where, args = ["1=1"], []
-    if since is not None:
-        where.append("started_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("started_at < ?")
-        args.append(until)
+    where, args = _window(since, until)
     sql = (f"SELECT {GROUPINGS[by]} AS key, prompt_tokens, completion_tokens, cost_usd, cache, decision, status, "
-           f"latency_ms FROM calls WHERE {' AND '.join(where)}")
+           f"latency_ms FROM calls WHERE {where}")
     groups: dict[str, dict] = defaultdict(lambda: {c: 0 for c in COLUMNS} | {"_latency": []})
     for key, prompt, completion, cost, cache, decision, status, latency in db.execute(sql, args):
         g = groups[key or "-"]
@@ -76,16 +80,10 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
 def usage_over_time(db: sqlite3.Connection, since: float | None = None, until: float | None = None,
                     bucket: str = "%Y-%m-%d") -> dict[str, dict[str, int]]:
     """model -> {time bucket -> tokens}, cache hits excluded."""
-    where, args = ["COALESCE(cache, '') != 'hit'"], []
-    if since is not None:
-        where.append("started_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("started_at < ?")
-        args.append(until)
+    where, args = _window(since, until, "COALESCE(cache, '') != 'hit'")
     series: dict[str, dict[str, int]] = defaultdict(dict)
     sql = (f"SELECT COALESCE(NULLIF(model, ''), requested_model, '-'), strftime('{bucket}', started_at, 'unixepoch'),"
-           f" SUM(prompt_tokens + completion_tokens) FROM calls WHERE {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 2")
+           f" SUM(prompt_tokens + completion_tokens) FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 2")
     for model, when, tokens in db.execute(sql, args):
         series[model or "-"][when] = tokens or 0
     return dict(series)
