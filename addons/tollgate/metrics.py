@@ -68,9 +68,9 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._models: set[str] = set()
         self._store_errors = _StoreErrors(settings)
-        registry.register(self._store_errors)
 
     def load(self, loader):
+        registry.register(self._store_errors)  # unregistered in done(): a reloaded script registers its own
         loader.add_option("tollgate_metrics_port", int, 0, "Prometheus metrics and /healthz on this port (0: off)")
         loader.add_option("tollgate_metrics_host", str, "127.0.0.1", "address of the metrics listener")
 
