@@ -15,6 +15,7 @@ from tollgate.authorize import Authorize  # noqa: E402
 from tollgate.cache import CacheFill, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
+from tollgate.guard import Guard  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
 from tollgate.llmview import LLMView  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
@@ -31,6 +32,7 @@ addons = [
     Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
     Route(settings),          # provider + model mapping, destination rewrite, org key injected
     Authorize(settings),      # may this consumer use this model at this provider? (403)
+    Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403) or log
     CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
     Stream(),                 # ask for stream usage; stream SSE through a metering tap
     Forward(settings),        # serialise the body once; 502/504 in the provider's shape

@@ -78,6 +78,9 @@ class Config:
     consumers_file: str = ""      # resolved path of the separate consumers file, if any
     known_ai_hosts: tuple[str, ...] = ()  # entries of config/known-ai-hosts.txt (see core/access.py)
     consumers_by_digest: dict[str, Consumer] = field(default_factory=dict, compare=False, repr=False)
+    guard_rules: tuple = ()       # core.guard.Rule, compiled
+    guard_headers: tuple[str, ...] = ()  # request headers scanned besides the prompt
+    guard_url: bool = True        # scan the URL (path and query) too
     store: str = "memory"         # memory | redis://host:port/db: shared state of the cache (and limits)
     prices: PriceTable = field(default_factory=PriceTable)
     cache: CacheConfig | None = None
@@ -287,6 +290,43 @@ def _prices(value, base_dir) -> PriceTable:
     )
 
 
+def _guard(node, groups: dict, consumer_names: set[str]) -> dict:
+    from .guard import ACTIONS, Rule, compile_rule
+
+    node = _mapping(node, "guard", {"rules", "headers", "url"})
+    rules, seen = [], set()
+    for i, rule in enumerate(_list(node.get("rules"), "guard.rules")):
+        path = f"guard.rules[{i}]"
+        rule = _mapping(rule, path, {"name", "action", "status", "detectors", "keywords", "whole_word",
+                                     "case_sensitive", "regex", "groups", "consumers"})
+        name = _str(rule.get("name"), f"{path}.name")
+        if name in seen:
+            raise ConfigError(f"{path}.name: rule {name!r} is defined twice")
+        seen.add(name)
+        status = rule.get("status", 403)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigError(f"{path}.status: expected an HTTP error status (400-599), got {status!r}")
+        for key, known in (("groups", groups), ("consumers", consumer_names)):
+            for j, value in enumerate(_patterns(rule, key, path) or ()):
+                if value not in known:
+                    raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+        built = Rule(name=name, action=_choice(rule.get("action", "block"), f"{path}.action", ACTIONS), status=status,
+                     detectors=_patterns(rule, "detectors", path) or (), keywords=_patterns(rule, "keywords", path) or (),
+                     whole_word=_bool(rule.get("whole_word", False), f"{path}.whole_word"),
+                     case_sensitive=_bool(rule.get("case_sensitive", False), f"{path}.case_sensitive"),
+                     regexes=_patterns(rule, "regex", path) or (), groups=_patterns(rule, "groups", path) or (),
+                     consumers=_patterns(rule, "consumers", path) or ())
+        if not (built.detectors or built.keywords or built.regexes):
+            raise ConfigError(f"{path}: give detectors, keywords or regex")
+        try:
+            rules.append(compile_rule(built))
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    headers = tuple(h.lower() for h in (_patterns(node, "headers", "guard") or ()))
+    return {"guard_rules": tuple(rules), "guard_headers": headers,
+            "guard_url": _bool(node.get("url", True), "guard.url")}
+
+
 def _store_url(value) -> str:
     url = _str(value, "store")
     if url != "memory" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -329,7 +369,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     data = _expand(data if data is not None else {}, "", env, unset)
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
-                                    "known_ai_hosts", "store", "cache", "prices"})
+                                    "known_ai_hosts", "store", "cache", "prices", "guard"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -422,6 +462,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         send_user_id=_bool(top.get("send_user_id", False), "send_user_id"),
         consumers_file=consumers_file,
         known_ai_hosts=_known_hosts(top.get("known_ai_hosts"), base_dir),
+        **_guard(top.get("guard"), groups, names),
         store=_store_url(top.get("store", "memory")),
         cache=_cache(top.get("cache")),
         prices=_prices(top.get("prices"), base_dir),

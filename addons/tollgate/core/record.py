@@ -40,6 +40,7 @@ class CallRecord:
     reason: str = ""
     byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
     cache: str = ""                   # hit | miss | bypass ("" when the call never reached the cache)
+    guard: str = ""                   # prompt-rule findings: "rule:action×count, …" (never the matched text)
     body: dict | None = transient()   # the request's JSON, parsed once
     account: object = transient()           # the Consumer entry the key belongs to
     untouched: bool = transient(False)
@@ -69,6 +70,8 @@ class CallRecord:
             parts[0] += f" ({self.group})"
         if self.cache == "hit":
             parts.append("cache hit")
+        if self.guard:
+            parts.append(f"guard {self.guard}")
         if self.decision not in ("forwarded", "cached"):
             parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
         return " · ".join(parts)
