@@ -102,7 +102,7 @@ class Metrics:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None:
+        if record is None or self._server is None:  # metrics off: nothing to count on the hot path
             return
         model = self._model(record.model or record.requested_model or "-")
         consumer, provider = record.consumer or "-", record.provider or "-"
