@@ -31,6 +31,7 @@ class Settings:
         self.config: Config | None = None
         self._store: Store | None = None
         self._store_url = ""
+        self._closing: asyncio.Task | None = None  # closing a replaced store (the loop holds tasks weakly)
         self._stamp: tuple | None = None
         self._watcher: asyncio.Task | None = None
 
@@ -85,12 +86,17 @@ class Settings:
         return tuple(stamp)
 
     def _load(self) -> None:
-        config = load_config(ctx.options.tollgate_config)
+        self._adopt(load_config(ctx.options.tollgate_config), None, "loaded")
+
+    def _adopt(self, config: Config, stamp: tuple | None, verb: str) -> None:
+        """Makes config the current one. stamp: the files' stamp taken before reading them, so an edit made while
+        they were read is seen on the next poll (None: take it now, or when the consumers file changed)."""
+        same_files = self.config is not None and config.consumers_file == self.config.consumers_file
         self.config = config
-        self._stamp = self._file_stamp()
+        self._stamp = stamp if stamp is not None and same_files else self._file_stamp()
         for warning in config.warnings:
             log.warning("tollgate: %s", warning)
-        log.info("tollgate: configuration loaded from %s (%d providers, %d consumers)",
+        log.info("tollgate: configuration %s from %s (%d providers, %d consumers)", verb,
                  ctx.options.tollgate_config, len(config.providers), len(config.consumers))
 
     async def _watch(self) -> None:
@@ -105,13 +111,7 @@ class Settings:
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
                 self._stamp = stamp  # report a bad edit once, not every second
                 continue
-            same_files = config.consumers_file == self.config.consumers_file
-            self.config = config
-            # The stamp from before reading: an edit made while we read is seen on the next poll.
-            self._stamp = stamp if same_files else self._file_stamp()
-            for warning in config.warnings:
-                log.warning("tollgate: %s", warning)
-            log.info("tollgate: configuration reloaded from %s", ctx.options.tollgate_config)
+            self._adopt(config, stamp, "reloaded")
             self._apply_options()
 
     def _apply_options(self) -> None:
