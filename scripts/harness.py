@@ -29,7 +29,7 @@ def subprocess_env() -> dict:
 
 
 def wait_for_line(proc: subprocess.Popen, log: Path, pattern: str, timeout: float = 30) -> list[re.Match]:
-    """Waits until every line matching pattern that the process will print at start-up is there; returns them."""
+    """Waits until the log has a line matching pattern; returns every match so far."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         text = log.read_text() if log.exists() else ""

@@ -90,15 +90,13 @@ def destination(route: Route, dialect: str, source: Provider | None, path: str, 
             new_path = f"{base_path}/{_endpoint(path, source_base)}"
         if target.spec.deployment_paths:
             query = _with_param(query, "api-version", target.api_version)
-        base = urlsplit(target.upstream or target.base_url)
-        if not target.upstream:
-            return Destination(base.scheme, base.hostname or "", base.port or _default_port(base.scheme),
-                               new_path + (f"?{query}" if query else ""))
+        # new_path already starts with the base URL's path; an upstream override adds its own prefix.
+        base = urlsplit(target.upstream) if target.upstream else urlsplit(target.base_url)._replace(path="")
+    full = new_path + (f"?{query}" if query else "")
     if base is None:  # same provider, no override: nothing but the path may change
-        return Destination("", "", 0, new_path + (f"?{query}" if query else ""))
-    prefix = base.path.rstrip("/")
+        return Destination("", "", 0, full)
     return Destination(base.scheme, base.hostname or "", base.port or _default_port(base.scheme),
-                       prefix + new_path + (f"?{query}" if query else ""))
+                       base.path.rstrip("/") + full)
 
 
 def _default_port(scheme: str) -> int:
