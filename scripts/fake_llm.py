@@ -5,6 +5,8 @@ Knobs, per request as headers (they pass through the gateway) or for the whole s
   x-fake-delay-ms: 200      pause between streamed chunks (and before a plain answer)
   x-fake-words: 40          words in the completion
   x-fake-hang: 1            never answer (for timeout tests)
+  x-fake-reply: text        answer exactly this (percent-encoded), streamed in pieces of x-fake-chunk-chars (4)
+  x-fake-echo: 1            answer with the last user message, streamed the same way
 Served at any path prefix (/v1/..., /compatible-mode/v1/..., /openai/deployments/x/...), so routed traffic lands.
 GET /_fake/requests lists the requests seen (method, path, headers, body); DELETE clears them.
 """
@@ -17,6 +19,7 @@ import json
 import re
 import time
 from collections import deque
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -35,6 +38,27 @@ def prompt_tokens(body: dict) -> int:
     """A deterministic stand-in for a tokenizer: whitespace-separated words in the prompt, plus 7."""
     text = json.dumps(body.get("messages") or body.get("contents") or body.get("prompt") or body.get("input") or "")
     return len(text.split()) + 7
+
+
+def last_user_text(body: dict) -> str:
+    """The text of the last user turn, in any of the three wire formats."""
+    turns = body.get("messages") or body.get("contents") or []
+    for turn in reversed(turns if isinstance(turns, list) else []):
+        if isinstance(turn, dict) and turn.get("role") == "user":
+            content = turn.get("content", turn.get("parts"))
+            if isinstance(content, str):
+                return content
+            return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return ""
+
+
+def answer_pieces(request: web.Request, body: dict, words: int) -> list[str]:
+    """The completion as the pieces it is streamed in (joined, the plain answer)."""
+    if "x-fake-reply" in request.headers or "x-fake-echo" in request.headers:
+        text = unquote(request.headers.get("x-fake-reply", "")) or last_user_text(body)
+        size = max(1, int(request.headers.get("x-fake-chunk-chars", 4)))
+        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [w if i == 0 else " " + w for i, w in enumerate(completion_text(words).split(" "))]
 
 
 def knobs(request: web.Request) -> tuple[int, float, int]:
@@ -84,14 +108,15 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return openai_error(status)
     model = body.get("model", "fake-model")
     legacy = request.path.endswith("/completions") and not request.path.endswith("chat/completions")
-    ptok, words = prompt_tokens(body), completion_text(n).split(" ")
+    ptok, pieces = prompt_tokens(body), answer_pieces(request, body, n)
+    n = len(pieces)
     usage = {"prompt_tokens": ptok, "completion_tokens": n, "total_tokens": ptok + n}
     created, cid = int(time.time()), f"chatcmpl-fake{len(seen)}"
     obj = "text_completion" if legacy else "chat.completion"
     if not body.get("stream"):
         await asyncio.sleep(delay)
-        choice = ({"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None} if legacy else
-                  {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"})
+        choice = ({"index": 0, "text": "".join(pieces), "finish_reason": "stop", "logprobs": None} if legacy else
+                  {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": "stop"})
         return web.json_response({"id": cid, "object": obj, "created": created, "model": model,
                                   "choices": [choice], "usage": usage})
     include_usage = (body.get("stream_options") or {}).get("include_usage")
@@ -108,8 +133,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return f"data: {json.dumps(c)}\n\n"
 
     events = [] if legacy else [chunk({"role": "assistant", "content": ""})]
-    for i, w in enumerate(words):
-        piece = w if i == 0 else " " + w
+    for piece in pieces:
         events.append(chunk(text=piece) if legacy else chunk({"content": piece}))
     events.append(chunk(text="", finish="stop") if legacy else chunk({}, "stop"))
     if include_usage:
@@ -146,7 +170,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
                                                              "message": f"fake upstream error {status}"}},
                                  status=status)
     model, ptok = body.get("model", "claude-fake"), prompt_tokens(body)
-    text = completion_text(n)
+    pieces = answer_pieces(request, body, n)
+    text, n = "".join(pieces), len(pieces)
     mid = f"msg_fake{len(seen)}"
     if not body.get("stream"):
         await asyncio.sleep(delay)
@@ -162,9 +187,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
                                                "usage": {"input_tokens": ptok, "output_tokens": 1}}}),
               ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
               ev("ping", {})]
-    for i, w in enumerate(text.split(" ")):
-        events.append(ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
-                                                                       "text": w if i == 0 else " " + w}}))
+    for piece in pieces:
+        events.append(ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}}))
     events += [ev("content_block_stop", {"index": 0}),
                ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                     "usage": {"output_tokens": n}}),
@@ -180,7 +204,8 @@ async def gemini(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"code": status, "message": f"fake upstream error {status}",
                                             "status": "UNAVAILABLE"}}, status=status)
     ptok = prompt_tokens(body)
-    words = completion_text(n).split(" ")
+    pieces = answer_pieces(request, body, n)
+    n = len(pieces)
 
     def piece(text, done, count):
         return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
@@ -190,9 +215,8 @@ async def gemini(request: web.Request) -> web.StreamResponse:
 
     if method == "generateContent":
         await asyncio.sleep(delay)
-        return web.json_response(piece(" ".join(words), True, n))
-    events = [f"data: {json.dumps(piece(w if i == 0 else ' ' + w, i == n - 1, i + 1))}\r\n\r\n"
-              for i, w in enumerate(words)]
+        return web.json_response(piece("".join(pieces), True, n))
+    events = [f"data: {json.dumps(piece(p, i == n - 1, i + 1))}\r\n\r\n" for i, p in enumerate(pieces)]
     return await sse(request, events, delay)
 
 

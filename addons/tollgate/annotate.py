@@ -5,14 +5,14 @@ from __future__ import annotations
 from tollgate.flows import record_of
 
 MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
-           "client_aborted": ":scissors:"}
+           "client_aborted": ":scissors:", "moderated": ":shield:"}
 
 
 class Annotate:
     def response(self, flow):
         if record := record_of(flow):
             flow.comment = record.comment()
-            flow.marked = MARKERS.get(record.decision, "")
+            flow.marked = MARKERS.get(record.decision, ":see_no_evil:" if record.masked else "")
 
     def error(self, flow):
         self.response(flow)

@@ -57,8 +57,8 @@ class CacheLookup:
             del headers[BYPASS_HEADER]
         config = self.settings.config.cache
         record.cache = "bypass"
-        if config is None or record.body is None or directive == "bypass":
-            return
+        if config is None or record.body is None or directive == "bypass" or record.masked:
+            return  # a masked prompt's answer holds placeholders only this call can restore
         if config.only_deterministic and not is_deterministic(record.body):
             return
         record.cache = "miss"
@@ -111,6 +111,8 @@ class CacheFill:
         record = record_of(flow)
         if record is None or record.cache != "miss" or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
             return
+        if record.moderation:
+            return  # a withheld answer is not worth keeping
         if record.tap is not None:
             events = record.tap.kept
             body = b"".join(events) if events is not None else None

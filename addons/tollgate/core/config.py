@@ -66,6 +66,19 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class Moderation:
+    rules: tuple                      # core.guard.Rule, compiled (terms are their keywords)
+    refusal: str                      # what the client gets instead; {rule} names the rule
+    window: int = 64                  # characters of a stream held back while regexes/detectors may still match
+
+
+@dataclass(frozen=True)
+class Prompts:
+    templates: dict = field(default_factory=dict)   # name -> core.prompts.Template
+    decorators: tuple = ()                           # core.prompts.Decorator
+
+
+@dataclass(frozen=True)
 class Config:
     providers: dict[str, Provider]
     rules: tuple[ModelRule, ...] = ()
@@ -81,6 +94,8 @@ class Config:
     guard_rules: tuple = ()       # core.guard.Rule, compiled
     guard_headers: tuple[str, ...] = ()  # request headers scanned besides the prompt
     guard_url: bool = True        # scan the URL (path and query) too
+    moderation: Moderation | None = None
+    prompts: Prompts = field(default_factory=Prompts)
     store: str = "memory"         # memory | redis://host:port/db: shared state of the cache (and limits)
     prices: PriceTable = field(default_factory=PriceTable)
     cache: CacheConfig | None = None
@@ -290,41 +305,106 @@ def _prices(value, base_dir) -> PriceTable:
     )
 
 
-def _guard(node, groups: dict, consumer_names: set[str]) -> dict:
-    from .guard import ACTIONS, Rule, compile_rule
+def _text_rules(nodes, path: str, groups: dict, consumer_names: set[str], words: str, actions: tuple) -> tuple:
+    """Prompt rules (guard) and answer rules (moderation) share one shape; `words` names their keyword list."""
+    from .guard import Rule, compile_rule
 
-    node = _mapping(node, "guard", {"rules", "headers", "url"})
     rules, seen = [], set()
-    for i, rule in enumerate(_list(node.get("rules"), "guard.rules")):
-        path = f"guard.rules[{i}]"
-        rule = _mapping(rule, path, {"name", "action", "status", "detectors", "keywords", "whole_word",
-                                     "case_sensitive", "regex", "groups", "consumers"})
-        name = _str(rule.get("name"), f"{path}.name")
+    for i, rule in enumerate(_list(nodes, path)):
+        where = f"{path}[{i}]"
+        rule = _mapping(rule, where, {"name", "detectors", words, "whole_word", "case_sensitive", "regex", "groups",
+                                      "consumers"} | ({"action", "status"} if actions else set()))
+        name = _str(rule.get("name"), f"{where}.name")
         if name in seen:
-            raise ConfigError(f"{path}.name: rule {name!r} is defined twice")
+            raise ConfigError(f"{where}.name: rule {name!r} is defined twice")
         seen.add(name)
         status = rule.get("status", 403)
         if not isinstance(status, int) or not 400 <= status <= 599:
-            raise ConfigError(f"{path}.status: expected an HTTP error status (400-599), got {status!r}")
+            raise ConfigError(f"{where}.status: expected an HTTP error status (400-599), got {status!r}")
         for key, known in (("groups", groups), ("consumers", consumer_names)):
-            for j, value in enumerate(_patterns(rule, key, path) or ()):
+            for j, value in enumerate(_patterns(rule, key, where) or ()):
                 if value not in known:
-                    raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
-        built = Rule(name=name, action=_choice(rule.get("action", "block"), f"{path}.action", ACTIONS), status=status,
-                     detectors=_patterns(rule, "detectors", path) or (), keywords=_patterns(rule, "keywords", path) or (),
-                     whole_word=_bool(rule.get("whole_word", False), f"{path}.whole_word"),
-                     case_sensitive=_bool(rule.get("case_sensitive", False), f"{path}.case_sensitive"),
-                     regexes=_patterns(rule, "regex", path) or (), groups=_patterns(rule, "groups", path) or (),
-                     consumers=_patterns(rule, "consumers", path) or ())
+                    raise ConfigError(f"{where}.{key}[{j}]: no {key[:-1]} named {value!r}")
+        built = Rule(name=name, action=_choice(rule.get("action", "block"), f"{where}.action", actions or ("block",)),
+                     status=status, detectors=_patterns(rule, "detectors", where) or (),
+                     keywords=_patterns(rule, words, where) or (),
+                     whole_word=_bool(rule.get("whole_word", False), f"{where}.whole_word"),
+                     case_sensitive=_bool(rule.get("case_sensitive", False), f"{where}.case_sensitive"),
+                     regexes=_patterns(rule, "regex", where) or (), groups=_patterns(rule, "groups", where) or (),
+                     consumers=_patterns(rule, "consumers", where) or ())
         if not (built.detectors or built.keywords or built.regexes):
-            raise ConfigError(f"{path}: give detectors, keywords or regex")
+            raise ConfigError(f"{where}: give detectors, {words} or regex")
         try:
             rules.append(compile_rule(built))
         except ValueError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{where}: {e}") from None
+    return tuple(rules)
+
+
+def _guard(node, groups: dict, consumer_names: set[str]) -> dict:
+    from .guard import ACTIONS
+
+    node = _mapping(node, "guard", {"rules", "headers", "url"})
     headers = tuple(h.lower() for h in (_patterns(node, "headers", "guard") or ()))
-    return {"guard_rules": tuple(rules), "guard_headers": headers,
-            "guard_url": _bool(node.get("url", True), "guard.url")}
+    return {"guard_rules": _text_rules(node.get("rules"), "guard.rules", groups, consumer_names, "keywords", ACTIONS),
+            "guard_headers": headers, "guard_url": _bool(node.get("url", True), "guard.url")}
+
+
+def _moderation(node, groups: dict, consumer_names: set[str]) -> Moderation | None:
+    from .answers import DEFAULT_REFUSAL
+
+    if node is None:
+        return None
+    node = _mapping(node, "moderation", {"rules", "refusal", "window"})
+    refusal = _str(node.get("refusal", DEFAULT_REFUSAL), "moderation.refusal")
+    try:
+        refusal.format(rule="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError("moderation.refusal: only {rule} may appear in braces") from None
+    window = node.get("window", 64)
+    if not isinstance(window, int) or not 0 <= window <= 4096:
+        raise ConfigError(f"moderation.window: expected characters between 0 and 4096, got {window!r}")
+    rules = _text_rules(node.get("rules"), "moderation.rules", groups, consumer_names, "terms", ())
+    return Moderation(rules, refusal, window) if rules else None
+
+
+def _prompts(node, groups: dict, consumer_names: set[str]) -> Prompts:
+    from .prompts import Decorator, Template, placeholders
+
+    node = _mapping(node, "prompts", {"templates", "decorators"})
+    templates = {}
+    for i, item in enumerate(_list(node.get("templates"), "prompts.templates")):
+        path = f"prompts.templates[{i}]"
+        item = _mapping(item, path, {"name", "template"})
+        name = _str(item.get("name"), f"{path}.name")
+        if name in templates:
+            raise ConfigError(f"{path}.name: template {name!r} is defined twice")
+        body = _mapping(item.get("template"), f"{path}.template", set(map(str, item.get("template") or {})))
+        if not body:
+            raise ConfigError(f"{path}.template: expected the request body to expand into")
+        templates[name] = Template(name, body, placeholders(body))
+    decorators = []
+    for i, item in enumerate(_list(node.get("decorators"), "prompts.decorators")):
+        path = f"prompts.decorators[{i}]"
+        item = _mapping(item, path, {"name", "models", "groups", "consumers", "prepend", "append"})
+        for key, known in (("groups", groups), ("consumers", consumer_names)):
+            for j, value in enumerate(_patterns(item, key, path) or ()):
+                if value not in known:
+                    raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+        messages = {}
+        for key in ("prepend", "append"):
+            messages[key] = []
+            for j, message in enumerate(_list(item.get(key), f"{path}.{key}")):
+                message = _mapping(message, f"{path}.{key}[{j}]", {"role", "content"})
+                role = _choice(message.get("role", "system"), f"{path}.{key}[{j}].role", ("system", "user", "assistant"))
+                messages[key].append({"role": role, "content": _str(message.get("content"), f"{path}.{key}[{j}].content")})
+        if not messages["prepend"] and not messages["append"]:
+            raise ConfigError(f"{path}: give prepend or append messages")
+        decorators.append(Decorator(_str(item.get("name", f"decorator-{i}"), f"{path}.name"),
+                                    tuple(messages["prepend"]), tuple(messages["append"]),
+                                    _patterns(item, "models", path), _patterns(item, "groups", path) or (),
+                                    _patterns(item, "consumers", path) or ()))
+    return Prompts(templates, tuple(decorators))
 
 
 def _store_url(value) -> str:
@@ -369,7 +449,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     data = _expand(data if data is not None else {}, "", env, unset)
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
-                                    "known_ai_hosts", "store", "cache", "prices", "guard"})
+                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
+                                    "prompts"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -463,6 +544,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         consumers_file=consumers_file,
         known_ai_hosts=_known_hosts(top.get("known_ai_hosts"), base_dir),
         **_guard(top.get("guard"), groups, names),
+        moderation=_moderation(top.get("moderation"), groups, names),
+        prompts=_prompts(top.get("prompts"), groups, names),
         store=_store_url(top.get("store", "memory")),
         cache=_cache(top.get("cache")),
         prices=_prices(top.get("prices"), base_dir),

@@ -7,6 +7,7 @@ run (backreferences, look-around) is refused when the configuration loads."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -68,7 +69,7 @@ DETECTORS: dict[str, tuple[object, object]] = {
         ("ipv4", r"\b(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}\b", None),
     )
 }
-ACTIONS = ("block", "log")
+ACTIONS = ("block", "mask", "log")
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,12 @@ class Rule:
             return True
         return group in self.groups or consumer in self.consumers
 
-    def count(self, text: str, folded: str) -> int:
-        """Findings of this rule in text (folded: the case-folded text, computed once per scan)."""
-        found = 0
-        for pattern, validator, on_folded in self._compiled:
-            target = folded if on_folded else text
-            for m in pattern.finditer(target):
-                if validator is None or validator(target, m):
-                    found += 1
-        return found
+    def spans(self, text: str):
+        """(start, end, label) of each finding of this rule in text; label names the detector, or the rule."""
+        for pattern, validator, label in self._compiled:
+            for m in pattern.finditer(text):
+                if validator is None or validator(text, m):
+                    yield m.start(), m.end(), label or self.name
 
 
 def compile_rule(rule: Rule) -> Rule:
@@ -107,17 +105,15 @@ def compile_rule(rule: Rule) -> Rule:
     for name in rule.detectors:
         if name not in DETECTORS:
             raise ValueError(f"unknown detector {name!r} (known: {', '.join(DETECTORS)})")
-        compiled.append((*DETECTORS[name], False))
+        compiled.append((*DETECTORS[name], name))
+    options = re2.Options()
+    options.case_sensitive = rule.case_sensitive  # RE2 folds case the Unicode way (simple case folding)
     if rule.keywords:
-        words = [re2.escape(w if rule.case_sensitive else w.casefold()) for w in rule.keywords]
-        body = "|".join(sorted(words, key=len, reverse=True))
-        pattern = re2.compile(rf"\b(?:{body})\b" if rule.whole_word else f"(?:{body})")
-        compiled.append((pattern, None, not rule.case_sensitive))  # case-insensitive: matched on folded text
+        body = "|".join(re2.escape(w) for w in sorted(rule.keywords, key=len, reverse=True))
+        compiled.append((re2.compile(rf"\b(?:{body})\b" if rule.whole_word else f"(?:{body})", options), None, ""))
     for i, expr in enumerate(rule.regexes):
-        options = re2.Options()
-        options.case_sensitive = rule.case_sensitive
         try:
-            compiled.append((re2.compile(expr, options), None, False))
+            compiled.append((re2.compile(expr, options), None, ""))
         except re2.error as e:
             raise ValueError(f"regex[{i}] cannot be run in linear time or is invalid: {e}") from None
     return Rule(**{**rule.__dict__, "_compiled": tuple(compiled)})
@@ -141,12 +137,51 @@ def scan(rules: tuple[Rule, ...], pieces: list[str], consumer: str, group: str) 
     if not active or not pieces:
         return []
     text = normalise("".join(pieces))
-    folded = text.casefold()
     findings = []
     for rule in active:
-        if n := rule.count(text, folded):
+        if n := sum(1 for _ in rule.spans(text)):
             findings.append(Finding(rule.name, rule.action, n, rule.status))
     return findings
+
+
+def mask(rules: tuple[Rule, ...], texts: list[str], consumer: str, group: str) -> tuple[list[str], dict[str, str]]:
+    """Replaces the findings of the `mask` rules inside each text by placeholders such as [EMAIL_1].
+
+    Returns the masked texts and placeholder -> original. The same original gets the same placeholder everywhere;
+    a placeholder never collides with text the prompt already holds. A text with findings is returned NFKC-normalised
+    (that is the form the findings were made in)."""
+    active = [r for r in rules if r.action == "mask" and r.applies_to(consumer, group)]
+    originals: dict[str, str] = {}
+    if not active:
+        return texts, originals
+    placeholder_of: dict[str, str] = {}
+    counters: dict[str, int] = {}
+    joined = "".join(texts)
+    out = []
+    for raw in texts:
+        text = normalise(raw)
+        spans = sorted(span for rule in active for span in rule.spans(text))
+        if not spans:
+            out.append(raw)
+            continue
+        pieces, at = [], 0
+        for start, end, label in spans:
+            if start < at:  # overlaps a finding masked already
+                continue
+            original = text[start:end]
+            if original not in placeholder_of:
+                tag = re.sub(r"[^A-Z0-9]+", "_", label.upper()).strip("_") or "MASKED"
+                while True:
+                    counters[tag] = counters.get(tag, 0) + 1
+                    candidate = f"[{tag}_{counters[tag]}]"
+                    if candidate not in joined:
+                        break
+                placeholder_of[original] = candidate
+                originals[candidate] = original
+            pieces += [text[at:start], placeholder_of[original]]
+            at = end
+        out.append("".join(pieces) + text[at:])
+    return out, originals
 
 
 def summary(findings: list[Finding]) -> str:

@@ -41,11 +41,14 @@ class CallRecord:
     byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
     cache: str = ""                   # hit | miss | bypass ("" when the call never reached the cache)
     guard: str = ""                   # prompt-rule findings: "rule:action×count, …" (never the matched text)
+    moderation: str = ""              # answer rule that withheld the answer: "rule:refused" | "rule:cut"
+    prompts: str = ""                 # template and decorators applied: "template:name, decorator:name"
     body: dict | None = transient()   # the request's JSON, parsed once
     account: object = transient()           # the Consumer entry the key belongs to
-    untouched: bool = transient(False)
+    untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     cache_key: str = transient("")
-    cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache      # forwarded as the client sent it (byok, recorded unapproved host)
+    cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache
+    masked: dict | None = transient()       # placeholder -> original of masked prompt findings; never stored
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
@@ -70,8 +73,12 @@ class CallRecord:
             parts[0] += f" ({self.group})"
         if self.cache == "hit":
             parts.append("cache hit")
+        if self.prompts:
+            parts.append(self.prompts)
         if self.guard:
             parts.append(f"guard {self.guard}")
+        if self.moderation:
+            parts.append(f"moderation {self.moderation}")
         if self.decision not in ("forwarded", "cached"):
             parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
         return " · ".join(parts)

@@ -56,15 +56,21 @@ class StreamTap:
         # The upstream events as they came (for the cache), while they fit in keep_bytes; None once they did not.
         self.kept: list[bytes] | None = [] if keep_bytes else None
         self._keep_left = keep_bytes
+        self.editor = None  # core.answers.StreamEditor: what the client gets instead of each upstream event
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """Returns the chunks to send on: a list, because an empty bytes chunk would end an HTTP/1 chunked body."""
         if not chunk:  # end of stream
             rest = self._buffer.flush()
-            if rest.strip():
-                self._meter(rest)
-            return [rest] if rest else []
-        out = b"".join(raw for raw in self._buffer.feed(chunk) if not self._meter(raw))
+            events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
+            if self.editor is not None:
+                events = [edited for raw in events for edited in self.editor.event(raw)] + self.editor.end()
+            out = b"".join(events)
+            return [out] if out else []
+        events = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
+        if self.editor is not None:
+            events = [edited for raw in events for edited in self.editor.event(raw)]
+        out = b"".join(events)
         return [out] if out else []
 
     def _meter(self, raw: bytes) -> bool:

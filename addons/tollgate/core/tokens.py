@@ -53,27 +53,34 @@ def count_text(model: str, text: str) -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
-def prompt_text(body: dict | None) -> list[str]:
-    """Every piece of prompt text in a request body: messages, content parts, system prompts, tool results."""
+def prompt_slots(body: dict | None) -> list[tuple[object, object]]:
+    """Where the prompt text of a request body sits, as (container, key) pairs with container[key] a string:
+    messages, content parts, system prompts, tool results (never JSON keys or model names)."""
     if not isinstance(body, dict):
         return []
-    pieces: list[str] = []
+    slots: list[tuple[object, object]] = []
 
-    def walk(node):
+    def walk(container, key):
+        node = container[key]
         if isinstance(node, str):
-            pieces.append(node)
+            slots.append((container, key))
         elif isinstance(node, list):
-            for item in node:
-                walk(item)
+            for i in range(len(node)):
+                walk(node, i)
         elif isinstance(node, dict):
-            for key in ("text", "content", "input", "prompt", "parts", "system", "arguments", "output"):
-                if key in node:
-                    walk(node[key])
+            for k in ("text", "content", "input", "prompt", "parts", "system", "arguments", "output"):
+                if k in node:
+                    walk(node, k)
 
     for key in ("messages", "system", "prompt", "input", "contents", "systemInstruction", "instructions"):
         if key in body:
-            walk(body[key])
-    return pieces
+            walk(body, key)
+    return slots
+
+
+def prompt_text(body: dict | None) -> list[str]:
+    """Every piece of prompt text in a request body, in order."""
+    return [container[key] for container, key in prompt_slots(body)]
 
 
 def estimate_prompt(model: str, body: dict | None) -> int:

@@ -1,0 +1,71 @@
+"""The answer's way back: originals of masked prompt findings restored, and answers moderated under `moderation:`.
+
+A plain answer that violates a rule is replaced by a refusal in the provider's shape (200, finish reason
+content_filter / stop_reason refusal / finishReason SAFETY); a streamed one is cut at the violating event and ended
+with a refusal event and a clean finish. Withheld answers are not cached."""
+
+from __future__ import annotations
+
+import json
+
+from tollgate.core.answers import Moderator, Restorer, StreamEditor, answer_slots, refuse_answer
+from tollgate.flows import SYNTHETIC, record_of
+
+
+class AnswerGuard:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def _rules(self, record) -> tuple:
+        moderation = self.settings.config.moderation
+        if moderation is None:
+            return ()
+        return tuple(r for r in moderation.rules if r.applies_to(record.consumer, record.group))
+
+    def responseheaders(self, flow):
+        record = record_of(flow)
+        if record is None or record.tap is None or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+            return
+        rules = self._rules(record)
+        if not rules and not record.masked:
+            return
+        moderation = self.settings.config.moderation
+        record.tap.editor = StreamEditor(record.dialect, record.masked or {}, rules,
+                                         moderation.window if moderation else 0,
+                                         moderation.refusal if moderation else "")
+
+    def response(self, flow):
+        record = record_of(flow)
+        if record is None or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+            return
+        if record.tap is not None:
+            if editor := getattr(record.tap, "editor", None):
+                if editor.violated:
+                    self._withheld(record, editor.violated.name, "cut")
+            return
+        rules = self._rules(record)
+        if not rules and not record.masked:
+            return
+        text = flow.response.get_text(strict=False)
+        if text is None:
+            return
+        if record.masked:
+            text = Restorer(record.masked).restore_json(text)
+        if rules:
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            answer = "".join(container[key] for container, key in answer_slots(record.dialect, body))
+            rule, _ = Moderator(rules, 0).violation(answer)
+            if rule:
+                refuse_answer(record.dialect, body, self.settings.config.moderation.refusal.format(rule=rule.name))
+                text = json.dumps(body, ensure_ascii=False)
+                self._withheld(record, rule.name, "refused")
+        flow.response.text = text
+
+    @staticmethod
+    def _withheld(record, rule: str, how: str) -> None:
+        record.moderation = f"{rule}:{how}"
+        record.decision = "moderated"
+        record.reason = f"answer withheld by moderation rule '{rule}'"

@@ -1,0 +1,151 @@
+"""Prompt templates and decorators on plain data.
+
+A template is a request body with {{property}} placeholders; a client sends {"template": name, "properties": {...}}
+(plus any fields to set on top, such as "stream") and the gateway expands it into a normal request. A decorator
+adds messages before and after the conversation of every chat request it matches (by model, group or consumer),
+placed where the wire format keeps them: Anthropic's `system` field, Gemini's systemInstruction and contents."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from .dialects import ANTHROPIC, GEMINI
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    body: dict
+    properties: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Decorator:
+    name: str
+    prepend: tuple[dict, ...] = ()
+    append: tuple[dict, ...] = ()
+    models: tuple[str, ...] | None = None   # globs; None: every model
+    groups: tuple[str, ...] = ()            # empty (with consumers empty): everyone
+    consumers: tuple[str, ...] = ()
+
+    def applies_to(self, model: str, consumer: str, group: str) -> bool:
+        if self.models is not None and not any(fnmatchcase(model, m) for m in self.models):
+            return False
+        return (not self.groups and not self.consumers) or group in self.groups or consumer in self.consumers
+
+
+def placeholders(node) -> frozenset[str]:
+    if isinstance(node, str):
+        return frozenset(_PLACEHOLDER.findall(node))
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return frozenset().union(*map(placeholders, node)) if node else frozenset()
+    return frozenset()
+
+
+def _fill(node, properties: dict):
+    if isinstance(node, str):
+        return _PLACEHOLDER.sub(lambda m: _text(properties[m.group(1)]), node)
+    if isinstance(node, dict):
+        return {k: _fill(v, properties) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v, properties) for v in node]
+    return node
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def is_template_call(body) -> bool:
+    return isinstance(body, dict) and "template" in body
+
+
+def expand(templates: dict[str, Template], body: dict) -> dict:
+    """The request a template call stands for; PromptError naming the unknown template or missing property."""
+    name = body.get("template")
+    if not isinstance(name, str) or name not in templates:
+        known = ", ".join(sorted(templates)) or "none configured"
+        raise PromptError(f"unknown template {name!r} (known: {known})")
+    template = templates[name]
+    properties = body.get("properties", {})
+    if not isinstance(properties, dict):
+        raise PromptError(f"template {name!r}: properties must be an object")
+    missing = sorted(template.properties - set(properties))
+    if missing:
+        raise PromptError(f"template {name!r} needs propert{'ies' if len(missing) > 1 else 'y'} "
+                          + ", ".join(repr(m) for m in missing))
+    expanded = _fill(copy.deepcopy(template.body), properties)
+    expanded.update({k: v for k, v in body.items() if k not in ("template", "properties")})
+    return expanded
+
+
+def decorate(dialect: str, endpoint: str, body: dict, decorators: tuple[Decorator, ...], model: str, consumer: str,
+             group: str) -> list[str]:
+    """Adds the matching decorators' messages to a chat request (in place); returns the names applied."""
+    applied = []
+    for decorator in decorators:
+        if decorator.applies_to(model, consumer, group) and _add(dialect, endpoint, body, decorator):
+            applied.append(decorator.name)
+    return applied
+
+
+def _add(dialect: str, endpoint: str, body: dict, decorator: Decorator) -> bool:
+    before, after = list(decorator.prepend), list(decorator.append)
+    if dialect == ANTHROPIC:
+        if not isinstance(body.get("messages"), list):
+            return False
+        system = _anthropic_system(body.get("system"))
+        system = [_block(m) for m in before if m["role"] == "system"] + system + \
+                 [_block(m) for m in after if m["role"] == "system"]
+        if system:
+            body["system"] = system
+        body["messages"] = ([dict(m) for m in before if m["role"] != "system"] + body["messages"]
+                            + [dict(m) for m in after if m["role"] != "system"])
+        return True
+    if dialect == GEMINI:
+        if not isinstance(body.get("contents"), list):
+            return False
+        first = [{"text": m["content"]} for m in before if m["role"] == "system"]
+        last = [{"text": m["content"]} for m in after if m["role"] == "system"]
+        if first or last:
+            instruction = body.pop("system_instruction", None) or body.get("systemInstruction") or {}
+            parts = instruction.get("parts") if isinstance(instruction, dict) else None
+            body["systemInstruction"] = {"parts": first + (parts if isinstance(parts, list) else []) + last}
+        body["contents"] = ([_gemini(m) for m in before if m["role"] != "system"] + body["contents"]
+                            + [_gemini(m) for m in after if m["role"] != "system"])
+        return True
+    if endpoint.endswith("/chat/completions") and isinstance(body.get("messages"), list):
+        key = "messages"
+    elif endpoint.endswith("/responses") and isinstance(body.get("input"), (list, str)):
+        key = "input"
+    else:
+        return False  # embeddings, legacy completions and the like have no conversation to decorate
+    current = body[key] if isinstance(body[key], list) else [{"role": "user", "content": body[key]}]
+    body[key] = [dict(m) for m in before] + current + [dict(m) for m in after]
+    return True
+
+
+def _block(message: dict) -> dict:
+    return {"type": "text", "text": message["content"]}
+
+
+def _anthropic_system(system) -> list:
+    if isinstance(system, str):
+        return [{"type": "text", "text": system}] if system else []
+    return list(system) if isinstance(system, list) else []
+
+
+def _gemini(message: dict) -> dict:
+    return {"role": "model" if message["role"] == "assistant" else "user", "parts": [{"text": message["content"]}]}
