@@ -18,6 +18,7 @@ from tollgate.classify import Classify  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.guard import Guard  # noqa: E402
 from tollgate.ledger import Ledger  # noqa: E402
+from tollgate.limits import Admit, Settle  # noqa: E402
 from tollgate.llmview import LLMView  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
 from tollgate.metrics import Metrics  # noqa: E402
@@ -36,11 +37,13 @@ addons = [
     Route(settings),          # provider + model mapping, destination rewrite, org key injected
     Authorize(settings),      # may this consumer use this model at this provider? (403)
     Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
+    Admit(settings),          # rate limits and budgets: reserve the worst case, or 429 with retry-after
     CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
     Stream(),                 # ask for stream usage; stream SSE through a metering tap
     Forward(settings),        # serialise the body once; 502/504 in the provider's shape
     AnswerGuard(settings),    # masked originals back into the answer; moderation refuses or cuts (streams)
     Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
+    Settle(settings),         # limits: the reservation corrected to what the call used
     CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
     Annotate(),               # mitmweb: comment and marker
     LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)

@@ -161,10 +161,10 @@ def test_redis_outage_degrades_to_miss(tmp_path, fake, redis_server):
         assert [call(), call()] == ["MISS", "HIT"]
         redis.stop()
         assert [call(), call()] == ["MISS", "MISS"]  # answered from upstream, no error
-        assert gw.logs().count("cache store unavailable") == 1
+        assert gw.logs().count("shared store unavailable") == 1
         redis.start()
         assert call() == "MISS" and call() == "HIT"  # an empty Redis refills
-        assert "cache store is back" in gw.logs()
+        assert "shared store is back" in gw.logs()
     finally:
         gw.stop()
         redis.stop()

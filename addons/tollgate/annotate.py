@@ -5,7 +5,8 @@ from __future__ import annotations
 from tollgate.flows import record_of
 
 MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
-           "client_aborted": ":scissors:", "moderated": ":shield:"}
+           "client_aborted": ":scissors:", "moderated": ":shield:",
+           "limited": ":stopwatch:", "over_budget": ":moneybag:"}
 
 
 class Annotate:

@@ -8,7 +8,6 @@ means a miss, never an error."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from mitmproxy import http
@@ -17,31 +16,10 @@ from tollgate.core.cache import Entry, cache_key, is_deterministic, request_dire
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.sse import StreamTap
 from tollgate.core.store import StoreError
-from tollgate.flows import SYNTHETIC, pending, record_of
+from tollgate.flows import SYNTHETIC, pending, record_of, store_health as health
 
-log = logging.getLogger("tollgate")
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
-
-
-class _StoreHealth:
-    """Logs a store outage once when it starts and once when it ends."""
-
-    def __init__(self):
-        self.down = False
-
-    def failed(self, e: Exception) -> None:
-        if not self.down:
-            log.warning("tollgate: cache store unavailable, answering from upstream: %s", e)
-        self.down = True
-
-    def ok(self) -> None:
-        if self.down:
-            log.info("tollgate: cache store is back")
-        self.down = False
-
-
-health = _StoreHealth()
 
 
 class CacheLookup:

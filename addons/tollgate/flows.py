@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
 
 from tollgate.core.dialects import error_body
@@ -47,3 +49,23 @@ def redact_credentials(headers) -> None:
     for name in CREDENTIAL_HEADERS:
         if name in headers:
             headers[name] = "<redacted>"
+
+
+class StoreHealth:
+    """Logs a shared-store outage once when it starts and once when it ends (the cache and the limits share it)."""
+
+    def __init__(self):
+        self.down = False
+
+    def failed(self, e: Exception) -> None:
+        if not self.down:
+            logging.getLogger("tollgate").warning("tollgate: shared store unavailable: %s", e)
+        self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            logging.getLogger("tollgate").info("tollgate: shared store is back")
+        self.down = False
+
+
+store_health = StoreHealth()

@@ -107,7 +107,7 @@ class Metrics:
         model = self._model(record.model or record.requested_model or "-")
         consumer, provider = record.consumer or "-", record.provider or "-"
         REQUESTS.labels(consumer, provider, model, str(record.status), record.decision).inc()
-        if record.decision == "rejected":
+        if record.decision in ("rejected", "limited", "over_budget"):
             REJECTIONS.labels(str(record.status), consumer).inc()
         if record.cache:
             CACHE.labels(record.cache).inc()
@@ -117,7 +117,7 @@ class Metrics:
         TOKENS.labels(consumer, provider, model, "prompt").inc(record.prompt_tokens)
         TOKENS.labels(consumer, provider, model, "completion").inc(record.completion_tokens)
         COST.labels(consumer, provider, model).inc(record.cost_usd)
-        if record.latency_ms is not None and record.decision not in ("rejected",):
+        if record.latency_ms is not None and record.decision not in ("rejected", "limited", "over_budget"):
             LATENCY.labels(provider, model).observe(record.latency_ms / 1000)
         if record.streamed and record.ttft_ms is not None:
             TTFT.labels(provider, model).observe(record.ttft_ms / 1000)

@@ -79,6 +79,14 @@ class Prompts:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    limits: tuple = ()                # core.limits.Limit: rate limits, then budgets
+    on_store_error: str = "open"      # open: serve uncounted while the store is down | closed: 503
+    default_max_tokens: int = 4096    # reserved for output when a request gives no max_tokens
+    cache_hits: str = "requests"      # what a cache hit counts against: requests | all | none
+
+
+@dataclass(frozen=True)
 class Config:
     providers: dict[str, Provider]
     rules: tuple[ModelRule, ...] = ()
@@ -95,6 +103,7 @@ class Config:
     guard_headers: tuple[str, ...] = ()  # request headers scanned besides the prompt
     guard_url: bool = True        # scan the URL (path and query) too
     moderation: Moderation | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     prompts: Prompts = field(default_factory=Prompts)
     store: str = "memory"         # memory | redis://host:port/db: shared state of the cache (and limits)
     prices: PriceTable = field(default_factory=PriceTable)
@@ -407,6 +416,140 @@ def _prompts(node, groups: dict, consumer_names: set[str]) -> Prompts:
     return Prompts(templates, tuple(decorators))
 
 
+_AMOUNT_KEY = re.compile(r"^(requests?|query|queries|tokens?)_per_(second|minute|hour|day)$")
+_WINDOW_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_PER_ALIASES = {"limit_by_per_ip": "ip", "limit_by_per_consumer": "consumer", "limit_by_per_group": "group",
+                "limit_by_per_model": "model"}
+
+
+def _count(value, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{path}: expected a positive whole number, got {value!r}")
+    return value
+
+
+def _amounts(node: dict, path: str) -> list[tuple[str, int, float]]:
+    """(kind, amount, window) pairs: `requests`/`tokens` with `window`, and keys like token_per_minute."""
+    found = []
+    window = parse_duration(node["window"], f"{path}.window") if "window" in node else 60.0
+    if window < 1:
+        raise ConfigError(f"{path}.window: at least 1s, got {node['window']!r}")
+    for kind in ("requests", "tokens"):
+        if kind in node:
+            found.append((kind, _count(node[kind], f"{path}.{kind}"), window))
+    for key, value in node.items():
+        if m := _AMOUNT_KEY.match(str(key)):
+            kind = "tokens" if m[1].startswith("token") else "requests"
+            found.append((kind, _count(value, f"{path}.{key}"), float(_WINDOW_S[m[2]])))
+    return found
+
+
+def _subset(node: dict, path: str, groups: dict, consumer_names: set[str]) -> dict:
+    import ipaddress
+
+    for key, known in (("groups", groups), ("consumers", consumer_names)):
+        for j, value in enumerate(_patterns(node, key, path) or ()):
+            if value not in known:
+                raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+    networks = []
+    for j, cidr in enumerate(_patterns(node, "ips", path) or ()):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise ConfigError(f"{path}.ips[{j}]: not an IP address or CIDR network: {cidr!r}") from None
+    return {"models": _patterns(node, "models", path), "consumers": _patterns(node, "consumers", path) or (),
+            "groups": _patterns(node, "groups", path) or (), "networks": tuple(networks)}
+
+
+def _per(node: dict, path: str) -> str:
+    pers = [v for k, v in _PER_ALIASES.items() if k in node]
+    if "limit_by_per_header" in node:
+        pers.append("header:" + _str(node["limit_by_per_header"], f"{path}.limit_by_per_header").lower())
+    if "per" in node:
+        per = _str(node["per"], f"{path}.per").lower()
+        if per not in ("global", "consumer", "group", "ip", "model") and not re.fullmatch(r"header:[a-z0-9-]+", per):
+            raise ConfigError(f"{path}.per: expected global, consumer, group, ip, model or header:NAME, got {per!r}")
+        pers.append(per)
+    if len(pers) > 1:
+        raise ConfigError(f"{path}: give one of per / limit_by_per_*")
+    return pers[0] if pers else "global"
+
+
+def _limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConfig:
+    import ipaddress
+
+    from .limits import Limit
+
+    node = _mapping(node, "limits", {"rules", "on_store_error", "default_max_tokens", "cache_hits"})
+    limits, names = [], set()
+    base_keys = {"name", "per", "limit_by_per_ip", "limit_by_per_consumer", "limit_by_per_group",
+                 "limit_by_per_model", "limit_by_per_header", "limit_keys", "models", "consumers", "groups", "ips",
+                 "requests", "tokens", "window", "rejected_code", "rejected_msg"}
+    for i, rule in enumerate(_list(node.get("rules"), "limits.rules")):
+        path = f"limits.rules[{i}]"
+        rule = _mapping(rule, path, base_keys | {k for k in (rule or {}) if _AMOUNT_KEY.match(str(k))}
+                        if isinstance(rule, dict) else base_keys)
+        name = _str(rule.get("name"), f"{path}.name")
+        if name in names:
+            raise ConfigError(f"{path}.name: rule {name!r} is defined twice")
+        names.add(name)
+        per = _per(rule, path)
+        status = rule.get("rejected_code", 429)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigError(f"{path}.rejected_code: expected an HTTP error status (400-599), got {status!r}")
+        common = dict(rule=name, per=per, status=status, **_subset(rule, path, groups, consumer_names),
+                      message=_str(rule.get("rejected_msg"), f"{path}.rejected_msg", required=False))
+        # limit_keys (the seed's shape): each entry is a subset of its own (an IP network, or a value of `per`)
+        entries = [(path, rule, {})]
+        for j, entry in enumerate(_list(rule.get("limit_keys"), f"{path}.limit_keys")):
+            where = f"{path}.limit_keys[{j}]"
+            entry = _mapping(entry, where, {"key", "requests", "tokens", "window"}
+                             | {k for k in (entry or {}) if _AMOUNT_KEY.match(str(k))} if isinstance(entry, dict)
+                             else {"key"})
+            key = _str(entry.get("key"), f"{where}.key")
+            if per == "ip":
+                try:
+                    entries.append((where, entry, {"networks": (ipaddress.ip_network(key, strict=False),)}))
+                except ValueError:
+                    raise ConfigError(f"{where}.key: not an IP address or CIDR network: {key!r}") from None
+            else:
+                entries.append((where, entry, {"values": (key,)}))
+        produced = 0
+        for where, source, subset in entries:
+            for kind, amount, window in _amounts(source, where):
+                limits.append(Limit(kind=kind, amount=amount, window_s=window, index=produced,
+                                    **{**common, **subset}))
+                produced += 1
+        if not produced:
+            raise ConfigError(f"{path}: give requests or tokens (with window), or e.g. token_per_minute")
+    for i, rule in enumerate(_list(budgets, "budgets")):
+        path = f"budgets[{i}]"
+        rule = _mapping(rule, path, {"name", "per", "usd_per_day", "usd_per_month", "models", "consumers", "groups",
+                                     "rejected_msg"})
+        name = _str(rule.get("name"), f"{path}.name")
+        if name in names:
+            raise ConfigError(f"{path}.name: rule {name!r} is defined twice")
+        names.add(name)
+        per = _choice(rule.get("per", "consumer"), f"{path}.per", ("consumer", "group", "global"))
+        periods = [p for p in ("day", "month") if f"usd_per_{p}" in rule]
+        if not periods:
+            raise ConfigError(f"{path}: give usd_per_day or usd_per_month")
+        for index, period in enumerate(periods):
+            usd = rule[f"usd_per_{period}"]
+            if not isinstance(usd, (int, float)) or isinstance(usd, bool) or usd <= 0:
+                raise ConfigError(f"{path}.usd_per_{period}: expected a positive amount of dollars, got {usd!r}")
+            limits.append(Limit(rule=name, kind="usd", amount=round(usd * 1e6), period=period, per=per, index=index,
+                                message=_str(rule.get("rejected_msg"), f"{path}.rejected_msg", required=False),
+                                **_subset(rule, path, groups, consumer_names)))
+    default_max = node.get("default_max_tokens", 4096)
+    return LimitsConfig(
+        limits=tuple(limits),
+        on_store_error=_choice(node.get("on_store_error", "open"), "limits.on_store_error", ("open", "closed")),
+        default_max_tokens=_count(default_max, "limits.default_max_tokens"),
+        cache_hits=_choice(node.get("cache_hits", "requests"), "limits.cache_hits", ("requests", "all", "none")),
+    )
+
+
 def _store_url(value) -> str:
     url = _str(value, "store")
     if url != "memory" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -450,7 +593,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                     "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
-                                    "prompts"})
+                                    "prompts", "limits", "budgets"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -546,6 +689,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         **_guard(top.get("guard"), groups, names),
         moderation=_moderation(top.get("moderation"), groups, names),
         prompts=_prompts(top.get("prompts"), groups, names),
+        limits=_limits(top.get("limits"), top.get("budgets"), groups, names),
         store=_store_url(top.get("store", "memory")),
         cache=_cache(top.get("cache")),
         prices=_prices(top.get("prices"), base_dir),

@@ -43,12 +43,15 @@ class CallRecord:
     guard: str = ""                   # prompt-rule findings: "rule:action×count, …" (never the matched text)
     moderation: str = ""              # answer rule that withheld the answer: "rule:refused" | "rule:cut"
     prompts: str = ""                 # template and decorators applied: "template:name, decorator:name"
+    limited_by: str = ""              # the limit or budget rule that refused the call
     body: dict | None = transient()   # the request's JSON, parsed once
     account: object = transient()           # the Consumer entry the key belongs to
     untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     cache_key: str = transient("")
     cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache
     masked: dict | None = transient()       # placeholder -> original of masked prompt findings; never stored
+    reservations: list | None = transient()  # what the limits reserved at admission, settled when the call ends
+    limit_headers: dict | None = transient()  # x-ratelimit-* for the answer
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()

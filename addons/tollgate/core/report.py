@@ -62,8 +62,10 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
         g["prompt_tokens"] += prompt or 0
         g["completion_tokens"] += completion or 0
         g["cost_usd"] += cost or 0
-        if decision == "rejected":
-            g["limited" if status == 429 else "blocked"] += 1
+        if decision in ("limited", "over_budget"):
+            g["limited"] += 1
+        elif decision == "rejected":
+            g["blocked"] += 1
         elif decision in ("upstream_error", "upstream_timeout") or (status or 0) >= 500:
             g["errors"] += 1
         elif latency is not None:

@@ -1,0 +1,221 @@
+"""Rate limits and budgets on plain data: which limits apply to a call, what it reserves, and what a counter's
+state means for the client (remaining, reset, retry-after).
+
+Counters are sliding windows of SLOTS slots each (a minute: 60 one-second slots). Admission sums every slot that
+overlaps the last window, including the oldest, partly expired one, and admits a call only if that sum plus the
+call's reservation stays within the limit. So in every window of the rule's length, the reservations admitted
+never exceed the limit: no double burst at window edges (a slot's worth of capacity may return up to one slot late).
+Budgets are calendar periods (UTC day or month): one counter per period.
+
+A call reserves its worst case (estimated prompt + max output tokens, priced for budgets) and settles to its actual
+usage when it ends. Hence the bound stated in the README: within any window, admitted usage <= limit + the sum,
+over calls in flight at the last admission, of max(0, actual - reserved); with max output tokens given (or the
+default) and the prompt estimate at or above the provider's count, that excess is zero."""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import ipaddress
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+
+from . import tokens
+
+SLOTS = 60
+KINDS = ("requests", "tokens", "usd")
+PERS = ("global", "consumer", "group", "ip", "model")  # and header:NAME
+
+
+@dataclass(frozen=True)
+class Limit:
+    rule: str                       # the configured rule's name (ledger, messages)
+    kind: str                       # requests | tokens | usd (micro-dollars)
+    amount: int
+    window_s: float = 0.0           # sliding window; 0 for budgets
+    period: str = ""                # budgets: day | month
+    per: str = "global"             # global | consumer | group | ip | model | header:NAME
+    models: tuple[str, ...] | None = None   # subset: model globs
+    consumers: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    networks: tuple = ()            # subset: client IP networks (ipaddress)
+    values: tuple[str, ...] = ()    # subset: globs on the `per` value (header value, consumer name, ...)
+    status: int = 429
+    message: str = ""
+    index: int = 0                  # position among the limits of one rule (distinct counters)
+
+    @property
+    def slot_ms(self) -> int:
+        return max(1, round(self.window_s * 1000 / SLOTS)) if self.window_s else 0
+
+    @property
+    def slots(self) -> int:
+        return math.ceil(self.window_s * 1000 / self.slot_ms) if self.window_s else 0
+
+    def describe(self) -> str:
+        amount = f"${self.amount / 1e6:g}" if self.kind == "usd" else f"{self.amount} {self.kind}"
+        return f"{amount} per {self.period}" if self.period else f"{amount} per {format_duration(self.window_s * 1000)}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What limits look at: plain facts about one call."""
+    consumer: str
+    group: str
+    ip: str
+    model: str
+    headers: dict
+
+
+def subject(limit: Limit, call: Call) -> str | None:
+    """The value this call is counted under for the limit, or None if the limit does not apply to it."""
+    if limit.models is not None and not any(fnmatchcase(call.model, m) for m in limit.models):
+        return None
+    if (limit.consumers or limit.groups) and call.consumer not in limit.consumers and call.group not in limit.groups:
+        return None
+    if limit.networks and not _in_networks(call.ip, limit.networks):
+        return None
+    if limit.per == "global":
+        value = ""
+    elif limit.per.startswith("header:"):
+        value = call.headers.get(limit.per[7:], "")
+        if not value:
+            return None  # no header, no counter: the rule is about callers that send it
+    else:
+        value = {"consumer": call.consumer, "group": call.group, "ip": call.ip, "model": call.model}[limit.per]
+        if not value:
+            return None
+    if limit.values and not any(fnmatchcase(value, v) for v in limit.values):
+        return None
+    return value
+
+
+def _in_networks(ip: str, networks) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address.version == n.version and address in n for n in networks)
+
+
+def counter_key(limit: Limit, value: str, now: float) -> str:
+    """Store key of one counter. The braces are a Redis Cluster hash tag: a counter's key stays in one slot."""
+    if len(value) > 64 or any(c in value for c in "{}"):
+        value = "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
+    name = f"{limit.rule}:{limit.index}:{limit.kind}"
+    if limit.period:
+        return f"tollgate:budget:{{{name}:{value}}}:{period_id(limit.period, now)}"
+    return f"tollgate:limit:{{{name}:{value}}}"
+
+
+def period_id(period: str, now: float) -> str:
+    t = datetime.fromtimestamp(now, timezone.utc)
+    return t.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+
+
+def period_left_s(period: str, now: float) -> float:
+    t = datetime.fromtimestamp(now, timezone.utc)
+    if period == "day":
+        end = datetime(t.year, t.month, t.day, tzinfo=timezone.utc).timestamp() + 86400
+    else:
+        days = calendar.monthrange(t.year, t.month)[1]
+        end = datetime(t.year, t.month, 1, tzinfo=timezone.utc).timestamp() + days * 86400
+    return end - now
+
+
+def ttl_ms(limit: Limit, now: float) -> int:
+    if limit.period:
+        return int((period_left_s(limit.period, now) + 3600) * 1000)
+    return (limit.slots + 2) * limit.slot_ms
+
+
+def max_output_tokens(endpoint: str, body: dict | None, default: int) -> int:
+    """The most output a request can cost: its own cap if it gives one, else the configured default."""
+    if "embeddings" in endpoint or "count_tokens" in endpoint:
+        return 0
+    body = body if isinstance(body, dict) else {}
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        if isinstance(body.get(key), int) and body[key] >= 0:
+            return body[key]
+    config = body.get("generationConfig")
+    if isinstance(config, dict) and isinstance(config.get("maxOutputTokens"), int):
+        return config["maxOutputTokens"]
+    return default
+
+
+def reservation(endpoint: str, model: str, body: dict | None, default_max: int) -> tuple[int, int]:
+    """(prompt tokens estimated, output tokens at most) of a request: its worst case. CPU-bound for big prompts."""
+    return tokens.estimate_prompt(model, body), max_output_tokens(endpoint, body, default_max)
+
+
+@dataclass
+class WindowState:
+    """A counter as the store returned it: admitted or not, the store's clock, the slot charged, and every live
+    slot's count after the call (when admitted)."""
+    admitted: bool
+    now_ms: int
+    slot: int
+    counts: dict[int, int]
+
+    @property
+    def used(self) -> int:
+        return max(0, sum(self.counts.values()))
+
+
+def remaining(limit: Limit, state: WindowState) -> int:
+    return max(0, limit.amount - state.used)
+
+
+def reset_ms(limit: Limit, state: WindowState, now: float) -> int:
+    """Until the counter is back to its full amount."""
+    if limit.period:
+        return int(period_left_s(limit.period, now) * 1000)
+    live = [slot for slot, count in state.counts.items() if count > 0]
+    if not live:
+        return 0
+    return max(0, (max(live) + limit.slots + 1) * limit.slot_ms - state.now_ms)
+
+
+def retry_after_ms(limit: Limit, state: WindowState, cost: int, now: float) -> int | None:
+    """Until a refused call of this cost would be admitted (if nothing else is); None if it never will be."""
+    if cost > limit.amount:
+        return None
+    if limit.period:
+        return int(period_left_s(limit.period, now) * 1000)
+    need, freed = state.used + cost - limit.amount, 0
+    for slot in sorted(state.counts):
+        freed += state.counts[slot]
+        if freed >= need:
+            return max(1, (slot + limit.slots + 1) * limit.slot_ms - state.now_ms)
+    return limit.slot_ms
+
+
+def format_duration(ms: float) -> str:
+    """OpenAI's style for x-ratelimit-reset-*: 250ms, 12s, 1m30s, 2h0m5s."""
+    if ms < 1000:
+        return f"{int(ms)}ms"
+    seconds = ms / 1000
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours >= 1:
+        return f"{int(hours)}h{int(minutes)}m{text}"
+    return f"{int(minutes)}m{text}" if minutes >= 1 else text
+
+
+def rate_headers(states: list[tuple[Limit, WindowState]], now: float) -> dict[str, str]:
+    """x-ratelimit-* for the tightest request rule and the tightest token rule (the least remaining)."""
+    headers = {}
+    for kind in ("requests", "tokens"):
+        mine = [(limit, state) for limit, state in states if limit.kind == kind and not limit.period]
+        if not mine:
+            continue
+        limit, state = min(mine, key=lambda pair: (remaining(*pair), -reset_ms(pair[0], pair[1], now)))
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit.amount)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining(limit, state))
+        headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_ms(limit, state, now))
+    return headers

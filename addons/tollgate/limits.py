@@ -1,0 +1,166 @@
+"""Rate limits and budgets. Two addons for one concern, at the two places it acts:
+
+Admit (after the guard, before the cache): every limit that applies reserves the call's worst case (one request;
+estimated prompt + max output tokens; their price for budgets) in one atomic store call each. If any refuses, the
+others are given back and the call is answered 429 (or the rule's code) in the provider's shape, with retry-after;
+an exhausted budget says insufficient_quota and x-should-retry: false, so SDKs do not retry in vain. Every answer
+carries x-ratelimit-* headers for the tightest request and token rule.
+
+Settle (after Meter): the reservation is corrected to what the call used (a stream cut short: what was streamed; a
+cache hit: nothing but the request, unless limits.cache_hits says otherwise), in a spawned task.
+
+A store that cannot answer: limits.on_store_error open (default) serves the call uncounted, closed answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+
+from tollgate.core import limits as core
+from tollgate.core.store import StoreError
+from tollgate.flows import SYNTHETIC, pending, record_of, reject, store_health
+
+THREAD_ABOVE_CHARS = 50_000  # larger prompts are counted off the event loop
+
+
+@dataclass
+class Reservation:
+    limit: core.Limit
+    key: str
+    slot: int
+    cost: int
+
+
+def _micro(usd: float) -> int:
+    return math.ceil(usd * 1e6)
+
+
+class Admit:
+    def __init__(self, settings):
+        self.settings = settings
+
+    async def request(self, flow):
+        if not (record := pending(flow)):
+            return
+        config = self.settings.config
+        if not config.limits.limits:
+            return
+        model = record.model or record.requested_model
+        call = core.Call(record.consumer, record.group, record.client_ip, model, flow.request.headers)
+        now = time.time()
+        applicable = [(limit, core.counter_key(limit, value, now)) for limit in config.limits.limits
+                      if (value := core.subject(limit, call)) is not None]
+        if not applicable:
+            return
+        costs = {"requests": 1}
+        if any(limit.kind != "requests" for limit, _ in applicable):
+            args = (record.endpoint, model, record.body, config.limits.default_max_tokens)
+            big = len(flow.request.raw_content or b"") > THREAD_ABOVE_CHARS
+            prompt, output = await asyncio.to_thread(core.reservation, *args) if big else core.reservation(*args)
+            costs["tokens"] = prompt + output
+            costs["usd"] = _micro(config.prices.cost(model, prompt, output))
+        store = self.settings.store()
+        try:
+            states = await asyncio.gather(*(
+                store.window_add(key, limit.amount, costs[limit.kind], limit.slot_ms, limit.slots,
+                                 core.ttl_ms(limit, now)) for limit, key in applicable))
+            store_health.ok()
+        except StoreError as e:
+            store_health.failed(e)
+            record.limited_by = "store unavailable"
+            if config.limits.on_store_error == "closed":
+                reject(flow, record, 503, "rate limits cannot be checked right now (shared store unavailable)",
+                       decision="limited", code="store_unavailable", headers={"retry-after": "1"})
+            return  # open: served uncounted (a reservation that did go through expires with its window)
+        admitted = [Reservation(limit, key, state.slot, costs[limit.kind])
+                    for (limit, key), state in zip(applicable, states) if state.admitted]
+        refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
+        headers = core.rate_headers([(limit, state) for (limit, _), state in zip(applicable, states)], now)
+        if refused:
+            _give_back(store, admitted)
+            return self._refuse(flow, record, refused, costs, headers, now)
+        record.reservations = admitted
+        record.limit_headers = headers
+
+    @staticmethod
+    def _refuse(flow, record, refused, costs, headers, now) -> None:
+        waits = [(core.retry_after_ms(limit, state, costs[limit.kind], now), limit) for limit, state in refused]
+        never = [limit for wait, limit in waits if wait is None]
+        wait_ms, limit = max(waits, key=lambda w: w[0] or 0) if not never else (None, never[0])
+        budget = limit.kind == "usd"
+        if limit.message:
+            message = limit.message
+        elif never:
+            message = (f"request needs more than rule '{limit.rule}' allows at all ({limit.describe()}); "
+                       f"lower max_tokens or the prompt")
+        elif budget:
+            message = f"budget '{limit.rule}' exhausted ({limit.describe()}); it renews in {core.format_duration(wait_ms)}"
+        else:
+            message = (f"rate limit '{limit.rule}' exceeded ({limit.describe()}); "
+                       f"retry in {core.format_duration(wait_ms)}")
+        if wait_ms is not None:
+            headers |= {"retry-after": str(max(1, math.ceil(wait_ms / 1000))), "retry-after-ms": str(wait_ms)}
+        if budget or never:
+            headers["x-should-retry"] = "false"
+        reject(flow, record, limit.status, message, decision="over_budget" if budget else "limited",
+               code="insufficient_quota" if budget else "rate_limit_exceeded", headers=headers)
+        record.limited_by = limit.rule
+
+    def responseheaders(self, flow):
+        record = record_of(flow)
+        if record is not None and record.limit_headers:
+            flow.response.headers.update(record.limit_headers)
+
+    def response(self, flow):  # answers made at the gate (cache hits) pass no responseheaders hook
+        record = record_of(flow)
+        if record is not None and record.limit_headers and flow.metadata.get(SYNTHETIC):
+            flow.response.headers.update(record.limit_headers)
+
+
+def _give_back(store, reservations: list[Reservation]) -> None:
+    for r in reservations:
+        _spawn(store.window_adjust(r.key, r.slot, -r.cost, r.limit.slot_ms, r.limit.slots,
+                                   core.ttl_ms(r.limit, time.time())))
+
+
+_tasks: set[asyncio.Task] = set()  # the loop holds tasks weakly
+
+
+def _spawn(coro) -> None:
+    async def quietly():
+        try:
+            await coro
+        except StoreError as e:  # a lost settlement errs on the safe side: the reservation stays counted
+            store_health.failed(e)
+    task = asyncio.get_running_loop().create_task(quietly())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+class Settle:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def response(self, flow):
+        record = record_of(flow)
+        if record is None or not record.reservations:
+            return
+        reservations, record.reservations = record.reservations, None  # once per call
+        counts = self.settings.config.limits.cache_hits
+        hit = record.cache == "hit"
+        actual = {
+            "requests": 0 if hit and counts == "none" else 1,
+            "tokens": 0 if hit and counts != "all" else record.total_tokens,
+            "usd": 0 if hit and counts != "all" else _micro(record.cost_usd),
+        }
+        store = self.settings.store()
+        now = time.time()
+        for r in reservations:
+            if delta := actual[r.limit.kind] - r.cost:
+                _spawn(store.window_adjust(r.key, r.slot, delta, r.limit.slot_ms, r.limit.slots,
+                                           core.ttl_ms(r.limit, now)))
+
+    def error(self, flow):
+        self.response(flow)

@@ -1,0 +1,151 @@
+"""Limits on plain data and the window counters of both stores (the same tests for memory and Redis)."""
+
+import asyncio
+import time
+
+import pytest
+
+from tollgate.core import limits as core
+from tollgate.core.config import ConfigError, parse_config
+from tollgate.core.limits import Call, Limit, WindowState
+from tollgate.core.store import MemoryStore, RedisStore
+
+BASE = {"providers": {"openai": {"type": "openai", "keys": ["k"]}},
+        "groups": {"research": {}}, "consumers": [{"name": "alice", "key": "k-alice", "group": "research"}]}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    if request.param == "memory":
+        return MemoryStore()
+    return RedisStore(request.getfixturevalue("redis_server").url)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_seed_shape_and_native_rules_parse():
+    config = parse_config({**BASE, "limits": {"rules": [
+        {"name": "default_rule", "limit_by_per_ip": "from-remote-addr",
+         "limit_keys": [{"key": "0.0.0.0/0", "token_per_minute": 100}],
+         "rejected_code": 429, "rejected_msg": "您的请求频率过高,请稍后再试。"},
+        {"name": "gpt4", "per": "consumer", "models": ["gpt-4*"], "requests": 5, "window": "10s",
+         "tokens_per_hour": 50000},
+        {"name": "teams", "per": "header:X-Team", "requests_per_second": 2}]},
+        "budgets": [{"name": "monthly", "per": "group", "usd_per_month": 100, "usd_per_day": 7.5}]})
+    seed, gpt4_requests, gpt4_tokens, team, day, month = config.limits.limits
+    assert (seed.kind, seed.amount, seed.window_s, seed.per, seed.message) == (
+        "tokens", 100, 60, "ip", "您的请求频率过高,请稍后再试。")
+    assert (gpt4_requests.amount, gpt4_requests.window_s, gpt4_tokens.window_s) == (5, 10, 3600)
+    assert team.per == "header:x-team" and team.window_s == 1
+    assert (day.kind, day.amount, day.period, month.period) == ("usd", 7_500_000, "day", "month")
+
+
+@pytest.mark.parametrize("rule,error", [
+    ({"name": "r"}, r"limits.rules\[0\]: give requests or tokens"),
+    ({"name": "r", "requests": 0}, r"limits.rules\[0\].requests: expected a positive whole number"),
+    ({"name": "r", "per": "planet", "requests": 1}, r"limits.rules\[0\].per: expected global"),
+    ({"name": "r", "limit_by_per_ip": "x", "limit_keys": [{"key": "10.0.0.300/8", "token_per_minute": 1}]},
+     r"limit_keys\[0\].key: not an IP address"),
+    ({"name": "r", "requests": 1, "groups": ["nobody"]}, r"groups\[0\]: no group named 'nobody'"),
+])
+def test_bad_limit_rules_name_the_key(rule, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_config({**BASE, "limits": {"rules": [rule]}})
+
+
+def test_subject_applies_subsets():
+    import ipaddress
+
+    office = Limit("office", "tokens", 100, 60, per="ip", networks=(ipaddress.ip_network("10.0.0.0/8"),))
+    gpt4 = Limit("gpt4", "requests", 5, 60, per="consumer", models=("gpt-4*",))
+    team = Limit("team", "requests", 5, 60, per="header:x-team", values=("blue*",))
+    call = Call("alice", "research", "::ffff:10.1.2.3", "gpt-4o", {"x-team": "blue-1"})
+    assert [core.subject(limit, call) for limit in (office, gpt4, team)] == ["::ffff:10.1.2.3", "alice", "blue-1"]
+    other = Call("bob", "", "192.168.1.1", "claude-x", {})
+    assert [core.subject(limit, other) for limit in (office, gpt4, team)] == [None, None, None]
+
+
+def test_reservation_is_prompt_estimate_plus_output_cap():
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 50}
+    prompt, output = core.reservation("/v1/chat/completions", "gpt-4o", body, 4096)
+    assert output == 50 and 5 <= prompt <= 20
+    assert core.reservation("/v1/chat/completions", "gpt-4o", {"messages": []}, 4096)[1] == 4096
+    assert core.reservation("/v1/embeddings", "x", {"input": "hi"}, 4096)[1] == 0
+
+
+def test_headers_report_the_tightest_rule_and_reset():
+    small = Limit("small", "tokens", 1000, 60)
+    big = Limit("big", "tokens", 100000, 3600)
+    requests = Limit("r", "requests", 10, 60)
+    now_ms = 1_000_000_000
+    slot = now_ms // small.slot_ms
+    headers = core.rate_headers([(small, WindowState(True, now_ms, slot, {slot: 400})),
+                                 (big, WindowState(True, now_ms, 0, {0: 400})),
+                                 (requests, WindowState(True, now_ms, slot, {slot: 3}))], now_ms / 1000)
+    assert headers == {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "7",
+                       "x-ratelimit-reset-requests": "1m1s", "x-ratelimit-limit-tokens": "1000",
+                       "x-ratelimit-remaining-tokens": "600", "x-ratelimit-reset-tokens": "1m1s"}
+
+
+def test_retry_after_waits_for_the_oldest_slots():
+    limit = Limit("r", "requests", 3, 60)  # 1 s slots
+    now_ms = 100_000_500
+    cur = now_ms // 1000
+    state = WindowState(False, now_ms, cur, {cur - 30: 1, cur - 10: 2})
+    assert core.retry_after_ms(limit, state, 1, now_ms / 1000) == (cur - 30 + 61) * 1000 - now_ms  # ~30.5 s
+    assert core.retry_after_ms(limit, state, 4, now_ms / 1000) is None  # more than the limit: never
+
+
+def test_window_counter_admits_refuses_and_settles(store):
+    async def scenario():
+        key = f"t:{time.time()}"
+        results = [(await store.window_add(key, 10, 4, 1000, 60, 62_000)).admitted for _ in range(3)]
+        refused = await store.window_add(key, 10, 4, 1000, 60, 62_000)
+        admitted = await store.window_add(key, 10, 2, 1000, 60, 62_000)
+        await store.window_adjust(key, admitted.slot, -5, 1000, 60, 62_000)  # settle: used 1 of the reserved 6
+        after = await store.window_add(key, 10, 5, 1000, 60, 62_000)
+        await store.close()
+        return results, refused, admitted, after
+    results, refused, admitted, after = run(scenario())
+    assert results == [True, True, False] and not refused.admitted and refused.used == 8
+    assert admitted.admitted and admitted.used == 10
+    assert after.admitted and after.used == 10
+
+
+def test_sliding_window_has_no_double_burst_at_the_edge(store):
+    """A 1 s window: a full burst just before a second boundary leaves nothing just after it."""
+    async def scenario():
+        key = f"edge:{time.time()}"
+        await asyncio.sleep(1 - time.time() % 1 + 0.8)  # 0.8 s into a second
+        first = [(await store.window_add(key, 5, 1, 17, 60, 2000)).admitted for _ in range(6)]
+        await asyncio.sleep(1 - time.time() % 1 + 0.1)  # 0.1 s into the next second
+        second = (await store.window_add(key, 5, 1, 17, 60, 2000)).admitted
+        await asyncio.sleep(1.0)  # a whole window after the burst
+        third = (await store.window_add(key, 5, 1, 17, 60, 2000)).admitted
+        await store.close()
+        return first, second, third
+    first, second, third = run(scenario())
+    assert first == [True] * 5 + [False] and second is False and third is True
+
+
+def test_fixed_slot_counter_for_budget_periods(store):
+    async def scenario():
+        key = f"budget:{time.time()}"
+        states = [await store.window_add(key, 1_000_000, 400_000, 0, 0, 60_000) for _ in range(3)]
+        await store.close()
+        return states
+    states = run(scenario())
+    assert [s.admitted for s in states] == [True, True, False] and states[2].used == 800_000
+
+
+def test_memory_store_bounds_its_counters():
+    store = MemoryStore()
+    store.MAX_COUNTERS = 50
+
+    async def scenario():
+        for i in range(200):
+            await store.window_add(f"k{i}", 5, 1, 1000, 60, 62_000)
+    run(scenario())
+    assert len(store._counters) == 50
