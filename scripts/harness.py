@@ -130,13 +130,13 @@ class Gateway:
         import openai
 
         with self.client_env(proxy="base_url" not in kw, proxy_auth=proxy_auth):  # the SDK reads the proxy and CA when its client is built
-            return openai.OpenAI(api_key=key, max_retries=0, **kw)
+            return openai.OpenAI(api_key=key, **{"max_retries": 0, **kw})
 
     def anthropic(self, key: str, **kw):
         import anthropic
 
         with self.client_env(proxy="base_url" not in kw):
-            return anthropic.Anthropic(api_key=key, max_retries=0, **kw)
+            return anthropic.Anthropic(api_key=key, **{"max_retries": 0, **kw})
 
     def httpx(self, **kw) -> httpx.Client:
         with self.client_env():

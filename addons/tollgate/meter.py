@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 from tollgate.core import tokens
 from tollgate.core.dialects import Usage, usage_from_body
 from tollgate.flows import SYNTHETIC, record_of
+
+log = logging.getLogger("tollgate")
 
 
 class Meter:
@@ -20,6 +23,7 @@ class Meter:
     def running(self):
         if self._preload is None:  # building the token tables takes a second of CPU: not on the event loop
             self._preload = asyncio.get_running_loop().run_in_executor(None, tokens.preload)
+            self._preload.add_done_callback(lambda _: log.info("tollgate: token counting ready"))
 
     def response(self, flow):
         record = record_of(flow)

@@ -164,7 +164,9 @@ class RedisStore:
     """redis.asyncio with short timeouts: a dead Redis costs a call at most `timeout_s`, never a hang.
     The client reconnects by itself once Redis is back."""
 
-    def __init__(self, url: str, timeout_s: float = 0.25):
+    # Long enough that a busy gateway's own event-loop lag is not taken for an outage (an outage admits calls
+    # uncounted under on_store_error: open), short enough that a hung Redis costs a call at most about a second.
+    def __init__(self, url: str, timeout_s: float = 0.5):
         import redis.asyncio as redis
 
         self.url = url
