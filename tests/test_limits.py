@@ -7,7 +7,7 @@ import pytest
 
 from tollgate.core import limits as core
 from tollgate.core.config import ConfigError, parse_config
-from tollgate.core.limits import Call, Limit, WindowState
+from tollgate.core.limits import Call, Counter, Limit, WindowState
 from tollgate.core.store import MemoryStore, RedisStore
 
 BASE = {"providers": {"openai": {"type": "openai", "keys": ["k"]}},
@@ -98,14 +98,19 @@ def test_retry_after_waits_for_the_oldest_slots():
     assert core.retry_after_ms(limit, state, 4, now_ms / 1000) is None  # more than the limit: never
 
 
+async def add(store, key, limit, cost, slot_ms, slots, ttl_ms) -> WindowState:
+    return (await store.reserve([Counter(key, limit, cost, slot_ms, slots, ttl_ms)]))[0]
+
+
 def test_window_counter_admits_refuses_and_settles(store):
     async def scenario():
         key = f"t:{time.time()}"
-        results = [(await store.window_add(key, 10, 4, 1000, 60, 62_000)).admitted for _ in range(3)]
-        refused = await store.window_add(key, 10, 4, 1000, 60, 62_000)
-        admitted = await store.window_add(key, 10, 2, 1000, 60, 62_000)
-        await store.window_adjust(key, admitted.slot, -5, 1000, 60, 62_000)  # settle: used 1 of the reserved 6
-        after = await store.window_add(key, 10, 5, 1000, 60, 62_000)
+        results = [(await add(store, key, 10, 4, 1000, 60, 62_000)).admitted for _ in range(3)]
+        refused = await add(store, key, 10, 4, 1000, 60, 62_000)
+        admitted = await add(store, key, 10, 2, 1000, 60, 62_000)
+        counter = Counter(key, 10, 2, 1000, 60, 62_000)
+        await store.settle([(counter, admitted.slot, -5)])  # settle: used 1 of the reserved 6
+        after = await add(store, key, 10, 5, 1000, 60, 62_000)
         await store.close()
         return results, refused, admitted, after
     results, refused, admitted, after = run(scenario())
@@ -114,16 +119,30 @@ def test_window_counter_admits_refuses_and_settles(store):
     assert after.admitted and after.used == 10
 
 
+def test_a_call_is_charged_to_all_its_counters_or_to_none(store):
+    async def scenario():
+        requests, tokens = Counter(f"r:{time.time()}", 5, 1, 1000, 60, 62_000), Counter(f"t:{time.time()}", 100, 60,
+                                                                                          1000, 60, 62_000)
+        first = await store.reserve([requests, tokens])
+        second = await store.reserve([requests, tokens])  # tokens has no room: requests is not charged either
+        third = await store.reserve([requests, Counter(tokens.key, 100, 40, 1000, 60, 62_000)])
+        await store.close()
+        return first, second, third
+    first, second, third = run(scenario())
+    assert [s.admitted for s in second] == [True, False] and second[0].used == 1
+    assert [s.admitted for s in third] == [True, True] and (third[0].used, third[1].used) == (2, 100)
+
+
 def test_sliding_window_has_no_double_burst_at_the_edge(store):
     """A 1 s window: a full burst just before a second boundary leaves nothing just after it."""
     async def scenario():
         key = f"edge:{time.time()}"
         await asyncio.sleep(1 - time.time() % 1 + 0.8)  # 0.8 s into a second
-        first = [(await store.window_add(key, 5, 1, 17, 60, 2000)).admitted for _ in range(6)]
+        first = [(await add(store, key, 5, 1, 17, 60, 2000)).admitted for _ in range(6)]
         await asyncio.sleep(1 - time.time() % 1 + 0.1)  # 0.1 s into the next second
-        second = (await store.window_add(key, 5, 1, 17, 60, 2000)).admitted
+        second = (await add(store, key, 5, 1, 17, 60, 2000)).admitted
         await asyncio.sleep(1.0)  # a whole window after the burst
-        third = (await store.window_add(key, 5, 1, 17, 60, 2000)).admitted
+        third = (await add(store, key, 5, 1, 17, 60, 2000)).admitted
         await store.close()
         return first, second, third
     first, second, third = run(scenario())
@@ -133,7 +152,7 @@ def test_sliding_window_has_no_double_burst_at_the_edge(store):
 def test_fixed_slot_counter_for_budget_periods(store):
     async def scenario():
         key = f"budget:{time.time()}"
-        states = [await store.window_add(key, 1_000_000, 400_000, 0, 0, 60_000) for _ in range(3)]
+        states = [await add(store, key, 1_000_000, 400_000, 0, 0, 60_000) for _ in range(3)]
         await store.close()
         return states
     states = run(scenario())
@@ -146,6 +165,6 @@ def test_memory_store_bounds_its_counters():
 
     async def scenario():
         for i in range(200):
-            await store.window_add(f"k{i}", 5, 1, 1000, 60, 62_000)
+            await add(store, f"k{i}", 5, 1, 1000, 60, 62_000)
     run(scenario())
     assert len(store._counters) == 50

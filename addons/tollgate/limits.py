@@ -1,8 +1,8 @@
 """Rate limits and budgets. Two addons for one concern, at the two places it acts:
 
 Admit (after the guard, before the cache): every limit that applies reserves the call's worst case (one request;
-estimated prompt + max output tokens; their price for budgets) in one atomic store call each. If any refuses, the
-others are given back and the call is answered 429 (or the rule's code) in the provider's shape, with retry-after;
+estimated prompt + max output tokens; their price for budgets), all in one atomic store call: if any counter has no
+room, none is charged and the call is answered 429 (or the rule's code) in the provider's shape, with retry-after;
 an exhausted budget says insufficient_quota and x-should-retry: false, so SDKs do not retry in vain. Every answer
 carries x-ratelimit-* headers for the tightest request and token rule.
 
@@ -28,9 +28,8 @@ THREAD_ABOVE_CHARS = 50_000  # larger prompts are counted off the event loop
 @dataclass
 class Reservation:
     limit: core.Limit
-    key: str
+    counter: core.Counter
     slot: int
-    cost: int
 
 
 def _micro(usd: float) -> int:
@@ -61,11 +60,9 @@ class Admit:
             prompt, output = await asyncio.to_thread(core.reservation, *args) if big else core.reservation(*args)
             costs["tokens"] = prompt + output
             costs["usd"] = _micro(config.prices.cost(model, prompt, output))
-        store = self.settings.store()
+        counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
         try:
-            states = await asyncio.gather(*(
-                store.window_add(key, limit.amount, costs[limit.kind], limit.slot_ms, limit.slots,
-                                 core.ttl_ms(limit, now)) for limit, key in applicable))
+            states = await self.settings.store().reserve(counters)
             store_health.ok()
         except StoreError as e:
             store_health.failed(e)
@@ -74,14 +71,12 @@ class Admit:
                 reject(flow, record, 503, "rate limits cannot be checked right now (shared store unavailable)",
                        decision="limited", code="store_unavailable", headers={"retry-after": "1"})
             return  # open: served uncounted (a reservation that did go through expires with its window)
-        admitted = [Reservation(limit, key, state.slot, costs[limit.kind])
-                    for (limit, key), state in zip(applicable, states) if state.admitted]
-        refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
         headers = core.rate_headers([(limit, state) for (limit, _), state in zip(applicable, states)], now)
+        refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
         if refused:
-            _give_back(store, admitted)
             return self._refuse(flow, record, refused, costs, headers, now)
-        record.reservations = admitted
+        record.reservations = [Reservation(limit, c, state.slot)
+                               for (limit, _), c, state in zip(applicable, counters, states)]
         record.limit_headers = headers
 
     @staticmethod
@@ -119,12 +114,6 @@ class Admit:
             flow.response.headers.update(record.limit_headers)
 
 
-def _give_back(store, reservations: list[Reservation]) -> None:
-    for r in reservations:
-        _spawn(store.window_adjust(r.key, r.slot, -r.cost, r.limit.slot_ms, r.limit.slots,
-                                   core.ttl_ms(r.limit, time.time())))
-
-
 _tasks: set[asyncio.Task] = set()  # the loop holds tasks weakly
 
 
@@ -155,12 +144,10 @@ class Settle:
             "tokens": 0 if hit and counts != "all" else record.total_tokens,
             "usd": 0 if hit and counts != "all" else _micro(record.cost_usd),
         }
-        store = self.settings.store()
-        now = time.time()
-        for r in reservations:
-            if delta := actual[r.limit.kind] - r.cost:
-                _spawn(store.window_adjust(r.key, r.slot, delta, r.limit.slot_ms, r.limit.slots,
-                                           core.ttl_ms(r.limit, now)))
+        corrections = [(r.counter, r.slot, delta) for r in reservations
+                       if (delta := actual[r.limit.kind] - r.counter.cost)]
+        if corrections:
+            _spawn(self.settings.store().settle(corrections))
 
     def error(self, flow):
         self.response(flow)

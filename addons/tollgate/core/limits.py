@@ -103,13 +103,14 @@ def _in_networks(ip: str, networks) -> bool:
 
 
 def counter_key(limit: Limit, value: str, now: float) -> str:
-    """Store key of one counter. The braces are a Redis Cluster hash tag: a counter's key stays in one slot."""
+    """Store key of one counter. Every counter carries the same Redis Cluster hash tag, {tollgate-limits}, so the
+    counters of a call can be checked and charged in one atomic Lua call (Cluster runs those within one slot)."""
     if len(value) > 64 or any(c in value for c in "{}"):
         value = "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
-    name = f"{limit.rule}:{limit.index}:{limit.kind}"
+    name = f"{limit.rule}:{limit.index}:{limit.kind}:{value}"
     if limit.period:
-        return f"tollgate:budget:{{{name}:{value}}}:{period_id(limit.period, now)}"
-    return f"tollgate:limit:{{{name}:{value}}}"
+        return f"{{tollgate-limits}}:budget:{name}:{period_id(limit.period, now)}"
+    return f"{{tollgate-limits}}:limit:{name}"
 
 
 def period_id(period: str, now: float) -> str:
@@ -152,10 +153,25 @@ def reservation(endpoint: str, model: str, body: dict | None, default_max: int) 
     return tokens.estimate_prompt(model, body), max_output_tokens(endpoint, body, default_max)
 
 
+@dataclass(frozen=True)
+class Counter:
+    """One counter a call is charged to, as the store sees it."""
+    key: str
+    limit: int
+    cost: int
+    slot_ms: int
+    slots: int
+    ttl_ms: int
+
+
+def counter(limit: Limit, key: str, cost: int, now: float) -> Counter:
+    return Counter(key, limit.amount, cost, limit.slot_ms, limit.slots, ttl_ms(limit, now))
+
+
 @dataclass
 class WindowState:
-    """A counter as the store returned it: admitted or not, the store's clock, the slot charged, and every live
-    slot's count after the call (when admitted)."""
+    """A counter as the store returned it: whether it had room, the store's clock, the slot charged, and every live
+    slot's count (after the reservation, when the call was admitted)."""
     admitted: bool
     now_ms: int
     slot: int

@@ -2,8 +2,9 @@
 replicas). Both pass the same tests (tests/test_store.py).
 
 Besides plain values (the cache) the stores keep window counters (limits and budgets): a counter is a hash of
-slot -> amount. window_add checks and reserves in one step (in Redis one Lua call, on Redis's clock, so replicas
-agree); window_adjust settles a reservation in the slot it went to, unless that slot has left the window."""
+slot -> amount. reserve() checks every counter of a call and charges all of them, or none, in one step (in Redis one
+Lua call, on Redis's clock, so replicas agree); settle() corrects reservations (counter, slot, delta) in the slots
+they went to, unless those slots have left their window."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from .limits import WindowState
+from .limits import Counter, WindowState
 
 
 class StoreError(Exception):
@@ -26,10 +27,9 @@ class Store(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def window_add(self, key: str, limit: int, cost: int, slot_ms: int, slots: int,
-                         ttl_ms: int) -> WindowState: ...
+    async def reserve(self, counters: list[Counter]) -> list[WindowState]: ...
 
-    async def window_adjust(self, key: str, slot: int, delta: int, slot_ms: int, slots: int, ttl_ms: int) -> None: ...
+    async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -63,24 +63,28 @@ class MemoryStore:
         while len(self._counters) > self.MAX_COUNTERS:
             self._counters.popitem(last=False)
 
-    async def window_add(self, key, limit, cost, slot_ms, slots, ttl_ms) -> WindowState:
+    async def reserve(self, counters: list[Counter]) -> list[WindowState]:
         now = int(self._wall() * 1000)
-        slot = _slot(now, slot_ms)
-        counts = self._counter(key, now, slot - slots)
-        admitted = sum(counts.values()) + cost <= limit
-        if admitted:
-            counts[slot] = counts.get(slot, 0) + cost
-            self._keep(key, counts, now + ttl_ms)
-        return WindowState(admitted, now, slot, dict(counts))
+        states = []
+        for c in counters:
+            slot = _slot(now, c.slot_ms)
+            counts = self._counter(c.key, now, slot - c.slots)
+            states.append(WindowState(sum(counts.values()) + c.cost <= c.limit, now, slot, counts))
+        if all(state.admitted for state in states):
+            for c, state in zip(counters, states):
+                state.counts[state.slot] = state.counts.get(state.slot, 0) + c.cost
+                self._keep(c.key, dict(state.counts), now + c.ttl_ms)
+        return states
 
-    async def window_adjust(self, key, slot, delta, slot_ms, slots, ttl_ms) -> None:
+    async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
         now = int(self._wall() * 1000)
-        oldest = _slot(now, slot_ms) - slots
-        counts = self._counter(key, now, oldest)
-        if slot < oldest or not counts:  # the reservation has left the window (or the counter expired)
-            return
-        counts[slot] = counts.get(slot, 0) + delta
-        self._keep(key, counts, now + ttl_ms)
+        for c, slot, delta in corrections:
+            oldest = _slot(now, c.slot_ms) - c.slots
+            counts = self._counter(c.key, now, oldest)
+            if slot < oldest or not counts:  # the reservation has left the window (or the counter expired)
+                continue
+            counts[slot] = counts.get(slot, 0) + delta
+            self._keep(c.key, counts, now + c.ttl_ms)
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -115,46 +119,56 @@ class MemoryStore:
             self.bytes -= len(entry[0])
 
 
-# Check and reserve in one step. KEYS[1]: the counter hash. ARGV: slot_ms, slots, limit, cost, ttl_ms.
-# Returns {admitted, now_ms, slot, slot1, count1, slot2, count2, ...} (counts before the reservation).
-_ADD = """
-local slot_ms, slots, limit, cost, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-                                         tonumber(ARGV[4]), tonumber(ARGV[5])
+# All of a call's counters in one step. KEYS: the counter hashes. ARGV: per key limit, cost, slot_ms, slots, ttl_ms.
+# Returns {all admitted, now_ms, {admitted, slot, slot1, count1, ...} per key} (counts before the reservation).
+_RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local slot = 0
-if slot_ms > 0 then slot = math.floor(now / slot_ms) end
-local flat = redis.call('HGETALL', KEYS[1])
-local used, out = 0, {0, now, slot}
-for i = 1, #flat, 2 do
-  local s, n = tonumber(flat[i]), tonumber(flat[i + 1])
-  if s < slot - slots then
-    redis.call('HDEL', KEYS[1], flat[i])
-  else
-    used = used + n
-    out[#out + 1] = s
-    out[#out + 1] = n
+local out, slots_of, all = {0, now}, {}, 1
+for i = 1, #KEYS do
+  local limit, cost, slot_ms, slots = tonumber(ARGV[i*5-4]), tonumber(ARGV[i*5-3]), tonumber(ARGV[i*5-2]),
+                                      tonumber(ARGV[i*5-1])
+  local slot = 0
+  if slot_ms > 0 then slot = math.floor(now / slot_ms) end
+  slots_of[i] = slot
+  local flat = redis.call('HGETALL', KEYS[i])
+  local used, state = 0, {0, slot}
+  for j = 1, #flat, 2 do
+    local s, n = tonumber(flat[j]), tonumber(flat[j + 1])
+    if s < slot - slots then
+      redis.call('HDEL', KEYS[i], flat[j])
+    else
+      used = used + n
+      state[#state + 1] = s
+      state[#state + 1] = n
+    end
+  end
+  if used + cost <= limit then state[1] = 1 else all = 0 end
+  out[i + 2] = state
+end
+if all == 1 then
+  for i = 1, #KEYS do
+    redis.call('HINCRBY', KEYS[i], slots_of[i], tonumber(ARGV[i*5-3]))
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[i*5]))
   end
 end
-if used + cost <= limit then
-  out[1] = 1
-  redis.call('HINCRBY', KEYS[1], slot, cost)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
+out[1] = all
 return out
 """
 
-# Settle a reservation. KEYS[1]: the counter hash. ARGV: slot, delta, slot_ms, slots, ttl_ms.
-_ADJUST = """
-local slot, delta, slot_ms, slots, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-                                         tonumber(ARGV[4]), tonumber(ARGV[5])
+# Corrections. KEYS: the counter hashes. ARGV: per key slot, delta, slot_ms, slots, ttl_ms.
+_SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local current = 0
-if slot_ms > 0 then current = math.floor(now / slot_ms) end
-if slot >= current - slots and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], slot, delta)
-  redis.call('PEXPIRE', KEYS[1], ttl)
+for i = 1, #KEYS do
+  local slot, delta, slot_ms, slots = tonumber(ARGV[i*5-4]), tonumber(ARGV[i*5-3]), tonumber(ARGV[i*5-2]),
+                                      tonumber(ARGV[i*5-1])
+  local current = 0
+  if slot_ms > 0 then current = math.floor(now / slot_ms) end
+  if slot >= current - slots and redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], slot, delta)
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[i*5]))
+  end
 end
 return 1
 """
@@ -174,8 +188,8 @@ class RedisStore:
         self.errors = 0  # exported as tollgate_store_errors_total
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                            retry_on_timeout=False)
-        self._add = self._redis.register_script(_ADD)  # EVALSHA, loading the script again after a Redis restart
-        self._adjust = self._redis.register_script(_ADJUST)
+        self._reserve = self._redis.register_script(_RESERVE)  # EVALSHA; loaded again after a Redis restart
+        self._settle = self._redis.register_script(_SETTLE)
 
     async def _call(self, coro):
         try:
@@ -193,16 +207,22 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._call(self._redis.delete(key))
 
-    async def window_add(self, key, limit, cost, slot_ms, slots, ttl_ms) -> WindowState:
-        out = [int(v) for v in await self._call(self._add(keys=[key], args=[slot_ms, slots, limit, cost, ttl_ms]))]
-        admitted, now, slot = bool(out[0]), out[1], out[2]
-        counts = dict(zip(out[3::2], out[4::2]))
-        if admitted:
-            counts[slot] = counts.get(slot, 0) + cost
-        return WindowState(admitted, now, slot, counts)
+    async def reserve(self, counters: list[Counter]) -> list[WindowState]:
+        args = [v for c in counters for v in (c.limit, c.cost, c.slot_ms, c.slots, c.ttl_ms)]
+        out = await self._call(self._reserve(keys=[c.key for c in counters], args=args))
+        admitted, now = bool(out[0]), int(out[1])
+        states = []
+        for c, state in zip(counters, out[2:]):
+            state = [int(v) for v in state]
+            counts = dict(zip(state[2::2], state[3::2]))
+            if admitted:
+                counts[state[1]] = counts.get(state[1], 0) + c.cost
+            states.append(WindowState(bool(state[0]), now, state[1], counts))
+        return states
 
-    async def window_adjust(self, key, slot, delta, slot_ms, slots, ttl_ms) -> None:
-        await self._call(self._adjust(keys=[key], args=[slot, delta, slot_ms, slots, ttl_ms]))
+    async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
+        args = [v for c, slot, delta in corrections for v in (slot, delta, c.slot_ms, c.slots, c.ttl_ms)]
+        await self._call(self._settle(keys=[c.key for c, _, _ in corrections], args=args))
 
     async def close(self) -> None:
         try:
