@@ -81,9 +81,9 @@ def test_headers_report_the_tightest_rule_and_reset():
     requests = Limit("r", "requests", 10, 60)
     now_ms = 1_000_000_000
     slot = now_ms // small.slot_ms
-    headers = core.rate_headers([(small, WindowState(True, now_ms, slot, {slot: 400})),
-                                 (big, WindowState(True, now_ms, 0, {0: 400})),
-                                 (requests, WindowState(True, now_ms, slot, {slot: 3}))], now_ms / 1000)
+    headers = core.rate_headers([(small, core.window_state(True, now_ms, slot, {slot: 400}, 1000, 0)),
+                                 (big, core.window_state(True, now_ms, 0, {0: 400}, 100000, 0)),
+                                 (requests, core.window_state(True, now_ms, slot, {slot: 3}, 10, 0))], now_ms / 1000)
     assert headers == {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "7",
                        "x-ratelimit-reset-requests": "1m1s", "x-ratelimit-limit-tokens": "1000",
                        "x-ratelimit-remaining-tokens": "600", "x-ratelimit-reset-tokens": "1m1s"}
@@ -93,9 +93,11 @@ def test_retry_after_waits_for_the_oldest_slots():
     limit = Limit("r", "requests", 3, 60)  # 1 s slots
     now_ms = 100_000_500
     cur = now_ms // 1000
-    state = WindowState(False, now_ms, cur, {cur - 30: 1, cur - 10: 2})
+    state = core.window_state(False, now_ms, cur, {cur - 30: 1, cur - 10: 2}, 3, 1)
     assert core.retry_after_ms(limit, state, 1, now_ms / 1000) == (cur - 30 + 61) * 1000 - now_ms  # ~30.5 s
     assert core.retry_after_ms(limit, state, 4, now_ms / 1000) is None  # more than the limit: never
+    state = core.window_state(False, now_ms, cur, {cur - 30: 1, cur - 10: 2}, 3, 3)
+    assert core.retry_after_ms(limit, state, 3, now_ms / 1000) == (cur - 10 + 61) * 1000 - now_ms  # both must go
 
 
 async def add(store, key, limit, cost, slot_ms, slots, ttl_ms) -> WindowState:

@@ -170,30 +170,42 @@ def counter(limit: Limit, key: str, cost: int, now: float) -> Counter:
 
 @dataclass
 class WindowState:
-    """A counter as the store returned it: whether it had room, the store's clock, the slot charged, and every live
-    slot's count (after the reservation, when the call was admitted)."""
+    """A counter as the store saw it for one call: whether it had room, the store's clock, the slot charged, the
+    amount used (including this call's reservation when the call was admitted), the newest slot holding usage (-1:
+    none), and when refused, the oldest slot whose expiry makes room for the call (None: no slot does)."""
     admitted: bool
     now_ms: int
     slot: int
-    counts: dict[int, int]
+    used: int
+    newest: int = -1
+    free_slot: int | None = None
 
-    @property
-    def used(self) -> int:
-        return max(0, sum(self.counts.values()))
+
+def window_state(admitted: bool, now_ms: int, slot: int, counts: dict[int, int], limit: int, cost: int) -> WindowState:
+    """The state of a counter from its live slots (counts include the reservation when admitted)."""
+    used = sum(counts.values())
+    live = [s for s, n in counts.items() if n > 0]
+    free_slot, need, freed = None, used + cost - limit, 0
+    if not admitted:
+        for s in sorted(counts):
+            freed += counts[s]
+            if freed >= need:
+                free_slot = s
+                break
+    return WindowState(admitted, now_ms, slot, used, max(live) if live else -1, free_slot)
 
 
 def remaining(limit: Limit, state: WindowState) -> int:
-    return max(0, limit.amount - state.used)
+    return max(0, limit.amount - max(0, state.used))
 
 
 def reset_ms(limit: Limit, state: WindowState, now: float) -> int:
     """Until the counter is back to its full amount."""
     if limit.period:
         return int(period_left_s(limit.period, now) * 1000)
-    live = [slot for slot, count in state.counts.items() if count > 0]
-    if not live:
+    if state.used <= 0 or state.newest < 0:
         return 0
-    return max(0, (max(live) + limit.slots + 1) * limit.slot_ms - state.now_ms)
+    return max(0, (state.newest + limit.slots + 1) * limit.slot_ms - state.now_ms)
 
 
 def retry_after_ms(limit: Limit, state: WindowState, cost: int, now: float) -> int | None:
@@ -202,12 +214,9 @@ def retry_after_ms(limit: Limit, state: WindowState, cost: int, now: float) -> i
         return None
     if limit.period:
         return int(period_left_s(limit.period, now) * 1000)
-    need, freed = state.used + cost - limit.amount, 0
-    for slot in sorted(state.counts):
-        freed += state.counts[slot]
-        if freed >= need:
-            return max(1, (slot + limit.slots + 1) * limit.slot_ms - state.now_ms)
-    return limit.slot_ms
+    if state.free_slot is None:
+        return limit.slot_ms
+    return max(1, (state.free_slot + limit.slots + 1) * limit.slot_ms - state.now_ms)
 
 
 def format_duration(ms: float) -> str:

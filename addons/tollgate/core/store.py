@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from .limits import Counter, WindowState
+from .limits import Counter, WindowState, window_state
 
 
 class StoreError(Exception):
@@ -65,16 +65,14 @@ class MemoryStore:
 
     async def reserve(self, counters: list[Counter]) -> list[WindowState]:
         now = int(self._wall() * 1000)
-        states = []
-        for c in counters:
-            slot = _slot(now, c.slot_ms)
-            counts = self._counter(c.key, now, slot - c.slots)
-            states.append(WindowState(sum(counts.values()) + c.cost <= c.limit, now, slot, counts))
-        if all(state.admitted for state in states):
-            for c, state in zip(counters, states):
-                state.counts[state.slot] = state.counts.get(state.slot, 0) + c.cost
-                self._keep(c.key, dict(state.counts), now + c.ttl_ms)
-        return states
+        slots = [_slot(now, c.slot_ms) for c in counters]
+        counts = [self._counter(c.key, now, slot - c.slots) for c, slot in zip(counters, slots)]
+        room = [sum(n.values()) + c.cost <= c.limit for c, n in zip(counters, counts)]
+        if all(room):
+            for c, slot, n in zip(counters, slots, counts):
+                n[slot] = n.get(slot, 0) + c.cost
+                self._keep(c.key, n, now + c.ttl_ms)
+        return [window_state(ok, now, slot, n, c.limit, c.cost) for c, slot, n, ok in zip(counters, slots, counts, room)]
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
         now = int(self._wall() * 1000)
@@ -120,7 +118,7 @@ class MemoryStore:
 
 
 # All of a call's counters in one step. KEYS: the counter hashes. ARGV: per key limit, cost, slot_ms, slots, ttl_ms.
-# Returns {all admitted, now_ms, {admitted, slot, slot1, count1, ...} per key} (counts before the reservation).
+# Returns {all admitted, now_ms, {had room, slot, used before, newest slot with usage, slot that frees room} per key}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -132,19 +130,28 @@ for i = 1, #KEYS do
   if slot_ms > 0 then slot = math.floor(now / slot_ms) end
   slots_of[i] = slot
   local flat = redis.call('HGETALL', KEYS[i])
-  local used, state = 0, {0, slot}
+  local used, newest, live = 0, -1, {}
   for j = 1, #flat, 2 do
     local s, n = tonumber(flat[j]), tonumber(flat[j + 1])
     if s < slot - slots then
       redis.call('HDEL', KEYS[i], flat[j])
     else
       used = used + n
-      state[#state + 1] = s
-      state[#state + 1] = n
+      live[#live + 1] = {s, n}
+      if n > 0 and s > newest then newest = s end
     end
   end
-  if used + cost <= limit then state[1] = 1 else all = 0 end
-  out[i + 2] = state
+  local room, free = 1, -1
+  if used + cost > limit then
+    room, all = 0, 0
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    local freed = 0
+    for _, pair in ipairs(live) do
+      freed = freed + pair[2]
+      if freed >= used + cost - limit then free = pair[1]; break end
+    end
+  end
+  out[i + 2] = {room, slot, used, newest, free}
 end
 if all == 1 then
   for i = 1, #KEYS do
@@ -212,12 +219,10 @@ class RedisStore:
         out = await self._call(self._reserve(keys=[c.key for c in counters], args=args))
         admitted, now = bool(out[0]), int(out[1])
         states = []
-        for c, state in zip(counters, out[2:]):
-            state = [int(v) for v in state]
-            counts = dict(zip(state[2::2], state[3::2]))
+        for c, (room, slot, used, newest, free) in zip(counters, out[2:]):
             if admitted:
-                counts[state[1]] = counts.get(state[1], 0) + c.cost
-            states.append(WindowState(bool(state[0]), now, state[1], counts))
+                used, newest = used + c.cost, max(newest, slot) if c.cost > 0 else newest
+            states.append(WindowState(bool(room), now, slot, used, newest, None if free < 0 else free))
         return states
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
