@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import time
 from collections import deque
 from urllib.parse import unquote

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import http
@@ -11,6 +12,12 @@ from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.record import METADATA_KEY, CallRecord
 
 SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
+THREAD_ABOVE_CHARS = 50_000  # prompts larger than this are scanned and counted off the event loop
+
+
+async def off_loop_if(large: bool, fn, *args):
+    """CPU-bound work on plain data (scanning, token counting): in a worker thread when the input is large."""
+    return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
 def record_of(flow) -> CallRecord | None:

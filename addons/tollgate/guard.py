@@ -9,13 +9,9 @@ call: sending it on would leak it, and rewriting the URL or headers would break 
 
 from __future__ import annotations
 
-import asyncio
-
 from tollgate.core.guard import mask, scan, summary
 from tollgate.core.tokens import prompt_slots
-from tollgate.flows import pending, reject
-
-THREAD_ABOVE_CHARS = 50_000  # larger prompts are scanned off the event loop
+from tollgate.flows import THREAD_ABOVE_CHARS, off_loop_if, pending, reject
 
 
 class Guard:
@@ -33,7 +29,7 @@ class Guard:
         others = [flow.request.path] if config.guard_url else []
         others += [flow.request.headers[h] for h in config.guard_headers if h in flow.request.headers]
         large = sum(map(len, prompt)) > THREAD_ABOVE_CHARS
-        findings = await self._run(large, scan, config.guard_rules, prompt + others, record.consumer, record.group)
+        findings = await off_loop_if(large, scan, config.guard_rules, prompt + others, record.consumer, record.group)
         if not findings:
             return
         record.guard = summary(findings)
@@ -41,7 +37,7 @@ class Guard:
             return self._block(flow, record, blocking.rule, blocking.status, blocking.count)
         if not any(f.action == "mask" for f in findings):
             return
-        masked, originals = await self._run(large, mask, config.guard_rules, prompt, record.consumer, record.group)
+        masked, originals = await off_loop_if(large, mask, config.guard_rules, prompt, record.consumer, record.group)
         leftover = scan(tuple(r for r in config.guard_rules if r.action == "mask"),
                         [_without(text, originals) for text in masked] + others, record.consumer, record.group)
         if leftover:  # across pieces or outside the prompt: cannot be replaced in place
@@ -51,10 +47,6 @@ class Guard:
             container[key] = text
         record.masked = originals
         record.body_changed = True
-
-    @staticmethod
-    async def _run(large: bool, fn, *args):
-        return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
     @staticmethod
     def _block(flow, record, rule: str, status: int, count: int, why: str = "") -> None:

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 from tollgate.core import limits as core
 from tollgate.core.store import StoreError
-from tollgate.flows import SYNTHETIC, pending, record_of, reject, store_health
-
-THREAD_ABOVE_CHARS = 50_000  # larger prompts are counted off the event loop
+from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject, store_health
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Admit:
         if any(limit.kind != "requests" for limit, _ in applicable):
             args = (record.endpoint, model, record.body, config.limits.default_max_tokens)
             big = len(flow.request.raw_content or b"") > THREAD_ABOVE_CHARS
-            prompt, output = await asyncio.to_thread(core.reservation, *args) if big else core.reservation(*args)
+            prompt, output = await off_loop_if(big, core.reservation, *args)
             costs["tokens"] = prompt + output
             costs["usd"] = _micro(config.prices.cost(model, prompt, output))
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
