@@ -46,7 +46,7 @@ class AnswerGuard:
         rules = self._rules(record)
         if not rules and not record.masked:
             return
-        text = flow.response.get_text(strict=False)
+        original = text = flow.response.get_text(strict=False)
         if text is None:
             return
         if record.masked:
@@ -62,7 +62,8 @@ class AnswerGuard:
                 refuse_answer(record.dialect, body, self.settings.config.moderation.refusal.format(rule=rule.name))
                 text = json.dumps(body, ensure_ascii=False)
                 self._withheld(record, rule.name, "refused")
-        flow.response.text = text
+        if text != original:
+            flow.response.text = text
 
     @staticmethod
     def _withheld(record, rule: str, how: str) -> None:
