@@ -29,19 +29,17 @@ class AnswerGuard:
         rules = self._rules(record)
         if not rules and not record.masked:
             return
-        moderation = self.settings.config.moderation
+        moderation = self.settings.config.moderation  # None when only masking: rules is empty then
         record.tap.editor = StreamEditor(record.dialect, record.masked or {}, rules,
-                                         moderation.window if moderation else 0,
-                                         moderation.refusal if moderation else "")
+                                         *((moderation.window, moderation.refusal) if rules else (0, "")))
 
     def response(self, flow):
         record = record_of(flow)
         if record is None or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
             return
         if record.tap is not None:
-            if editor := getattr(record.tap, "editor", None):
-                if editor.violated:
-                    self._withheld(record, editor.violated.name, "cut")
+            if record.tap.editor is not None and record.tap.editor.violated:
+                self._withheld(record, record.tap.editor.violated.name, "cut")
             return
         rules = self._rules(record)
         if not rules and not record.masked:

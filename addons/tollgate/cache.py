@@ -7,7 +7,6 @@ means a miss, never an error."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from mitmproxy import http
@@ -16,7 +15,7 @@ from tollgate.core.cache import Entry, cache_key, is_deterministic, request_dire
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.sse import StreamTap
 from tollgate.core.store import StoreError
-from tollgate.flows import SYNTHETIC, pending, record_of, store_health as health
+from tollgate.flows import SYNTHETIC, pending, record_of, spawn_store_write, store_health as health
 
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
@@ -83,7 +82,6 @@ class CacheLookup:
 class CacheFill:
     def __init__(self, settings):
         self.settings = settings
-        self._writes: set[asyncio.Task] = set()  # the loop holds tasks weakly
 
     def response(self, flow):
         record = record_of(flow)
@@ -101,14 +99,4 @@ class CacheFill:
             return  # too large to keep
         entry = Entry(flow.response.headers.get("content-type", "application/json"), record.tap is not None,
                       record.prompt_tokens, record.completion_tokens, body)
-        # Spawned, not awaited: a slow store must not delay the end of the answer.
-        task = asyncio.get_running_loop().create_task(self._store(record.cache_key, entry.pack(), config.ttl_s))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _store(self, key: str, data: bytes, ttl_s: float) -> None:
-        try:
-            await self.settings.store().set(key, data, ttl_s)
-            health.ok()
-        except StoreError as e:
-            health.failed(e)
+        spawn_store_write(self.settings.store().set(record.cache_key, entry.pack(), config.ttl_s))

@@ -9,6 +9,7 @@ from mitmproxy import http
 
 from tollgate.core.dialects import error_body
 from tollgate.core.providers import CREDENTIAL_HEADERS
+from tollgate.core.store import StoreError
 from tollgate.core.record import METADATA_KEY, CallRecord
 
 SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
@@ -76,3 +77,20 @@ class StoreHealth:
 
 
 store_health = StoreHealth()
+
+
+_background: set[asyncio.Task] = set()  # the loop holds tasks weakly
+
+
+def spawn_store_write(coro) -> None:
+    """Runs a store write (cache fill, limit settlement) without delaying the answer; a failing store is logged
+    once per outage, and the write is lost (the cache misses; a limit keeps the reservation: the safe side)."""
+    async def write():
+        try:
+            await coro
+            store_health.ok()
+        except StoreError as e:
+            store_health.failed(e)
+    task = asyncio.get_running_loop().create_task(write())
+    _background.add(task)
+    task.add_done_callback(_background.discard)

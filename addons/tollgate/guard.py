@@ -38,8 +38,9 @@ class Guard:
         if not any(f.action == "mask" for f in findings):
             return
         masked, originals = await off_loop_if(large, mask, config.guard_rules, prompt, record.consumer, record.group)
-        leftover = scan(tuple(r for r in config.guard_rules if r.action == "mask"),
-                        [_without(text, originals) for text in masked] + others, record.consumer, record.group)
+        leftover = await off_loop_if(large, scan, tuple(r for r in config.guard_rules if r.action == "mask"),
+                                     [_without(text, originals) for text in masked] + others, record.consumer,
+                                     record.group)
         if leftover:  # across pieces or outside the prompt: cannot be replaced in place
             return self._block(flow, record, leftover[0].rule, leftover[0].status, leftover[0].count,
                                " that cannot be masked (split across messages, or in the URL or a header)")

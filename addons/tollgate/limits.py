@@ -13,14 +13,14 @@ A store that cannot answer: limits.on_store_error open (default) serves the call
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
 
 from tollgate.core import limits as core
 from tollgate.core.store import StoreError
-from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject, store_health
+from tollgate.flows import (SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject,
+                            spawn_store_write, store_health)
 
 
 @dataclass
@@ -112,20 +112,6 @@ class Admit:
             flow.response.headers.update(record.limit_headers)
 
 
-_tasks: set[asyncio.Task] = set()  # the loop holds tasks weakly
-
-
-def _spawn(coro) -> None:
-    async def quietly():
-        try:
-            await coro
-        except StoreError as e:  # a lost settlement errs on the safe side: the reservation stays counted
-            store_health.failed(e)
-    task = asyncio.get_running_loop().create_task(quietly())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
 class Settle:
     def __init__(self, settings):
         self.settings = settings
@@ -145,7 +131,7 @@ class Settle:
         corrections = [(r.counter, r.slot, delta) for r in reservations
                        if (delta := actual[r.limit.kind] - r.counter.cost)]
         if corrections:
-            _spawn(self.settings.store().settle(corrections))
+            spawn_store_write(self.settings.store().settle(corrections))
 
     def error(self, flow):
         self.response(flow)

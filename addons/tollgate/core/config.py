@@ -314,6 +314,19 @@ def _prices(value, base_dir) -> PriceTable:
     )
 
 
+def _known_names(node: dict, path: str, groups: dict, consumer_names: set[str]) -> None:
+    """`groups` and `consumers` lists of a rule must name groups and consumers that exist."""
+    for key, known in (("groups", groups), ("consumers", consumer_names)):
+        for j, value in enumerate(_patterns(node, key, path) or ()):
+            if value not in known:
+                raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+
+
+def _with_amounts(node, keys: set[str]) -> set[str]:
+    """The keys a limit rule may have: `keys` and amounts such as token_per_minute."""
+    return keys | {k for k in node if _AMOUNT_KEY.match(str(k))} if isinstance(node, dict) else keys
+
+
 def _text_rules(nodes, path: str, groups: dict, consumer_names: set[str], words: str, actions: tuple) -> tuple:
     """Prompt rules (guard) and answer rules (moderation) share one shape; `words` names their keyword list."""
     from .guard import Rule, compile_rule
@@ -330,10 +343,7 @@ def _text_rules(nodes, path: str, groups: dict, consumer_names: set[str], words:
         status = rule.get("status", 403)
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise ConfigError(f"{where}.status: expected an HTTP error status (400-599), got {status!r}")
-        for key, known in (("groups", groups), ("consumers", consumer_names)):
-            for j, value in enumerate(_patterns(rule, key, where) or ()):
-                if value not in known:
-                    raise ConfigError(f"{where}.{key}[{j}]: no {key[:-1]} named {value!r}")
+        _known_names(rule, where, groups, consumer_names)
         built = Rule(name=name, action=_choice(rule.get("action", "block"), f"{where}.action", actions or ("block",)),
                      status=status, detectors=_patterns(rule, "detectors", where) or (),
                      keywords=_patterns(rule, words, where) or (),
@@ -396,10 +406,7 @@ def _prompts(node, groups: dict, consumer_names: set[str]) -> Prompts:
     for i, item in enumerate(_list(node.get("decorators"), "prompts.decorators")):
         path = f"prompts.decorators[{i}]"
         item = _mapping(item, path, {"name", "models", "groups", "consumers", "prepend", "append"})
-        for key, known in (("groups", groups), ("consumers", consumer_names)):
-            for j, value in enumerate(_patterns(item, key, path) or ()):
-                if value not in known:
-                    raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+        _known_names(item, path, groups, consumer_names)
         messages = {}
         for key in ("prepend", "append"):
             messages[key] = []
@@ -447,10 +454,7 @@ def _amounts(node: dict, path: str) -> list[tuple[str, int, float]]:
 def _subset(node: dict, path: str, groups: dict, consumer_names: set[str]) -> dict:
     import ipaddress
 
-    for key, known in (("groups", groups), ("consumers", consumer_names)):
-        for j, value in enumerate(_patterns(node, key, path) or ()):
-            if value not in known:
-                raise ConfigError(f"{path}.{key}[{j}]: no {key[:-1]} named {value!r}")
+    _known_names(node, path, groups, consumer_names)
     networks = []
     for j, cidr in enumerate(_patterns(node, "ips", path) or ()):
         try:
@@ -487,8 +491,7 @@ def _limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConf
                  "requests", "tokens", "window", "rejected_code", "rejected_msg"}
     for i, rule in enumerate(_list(node.get("rules"), "limits.rules")):
         path = f"limits.rules[{i}]"
-        rule = _mapping(rule, path, base_keys | {k for k in (rule or {}) if _AMOUNT_KEY.match(str(k))}
-                        if isinstance(rule, dict) else base_keys)
+        rule = _mapping(rule, path, _with_amounts(rule, base_keys))
         name = _str(rule.get("name"), f"{path}.name")
         if name in names:
             raise ConfigError(f"{path}.name: rule {name!r} is defined twice")
@@ -503,9 +506,7 @@ def _limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConf
         entries = [(path, rule, {})]
         for j, entry in enumerate(_list(rule.get("limit_keys"), f"{path}.limit_keys")):
             where = f"{path}.limit_keys[{j}]"
-            entry = _mapping(entry, where, {"key", "requests", "tokens", "window"}
-                             | {k for k in (entry or {}) if _AMOUNT_KEY.match(str(k))} if isinstance(entry, dict)
-                             else {"key"})
+            entry = _mapping(entry, where, _with_amounts(entry, {"key", "requests", "tokens", "window"}))
             key = _str(entry.get("key"), f"{where}.key")
             if per == "ip":
                 try:
