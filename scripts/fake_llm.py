@@ -7,6 +7,11 @@ Knobs, per request as headers (they pass through the gateway) or for the whole s
   x-fake-hang: 1            never answer (for timeout tests)
   x-fake-reply: text        answer exactly this (percent-encoded), streamed in pieces of x-fake-chunk-chars (4)
   x-fake-echo: 1            answer with the last user message, streamed the same way
+Misbehaviour, for the gateway's robustness tests:
+  x-fake-stall-body: 1      plain answer: headers and half the body, then silence
+  x-fake-odd-events: 1      stream: wrong-typed events and garbage lines among the real ones
+  x-fake-gzip: 1            stream: gzip-compressed although the request asked for identity
+  x-fake-end-delay-ms: 20   stream: keep the body open this long after the final event
 Served at any path prefix (/v1/..., /compatible-mode/v1/..., /openai/deployments/x/...), so routed traffic lands.
 GET /_fake/requests lists the requests seen (method, path, headers, body); DELETE clears them.
 """
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import time
+import zlib
 from collections import deque
 from urllib.parse import unquote
 
@@ -83,14 +89,43 @@ def openai_error(status: int) -> web.Response:
                                         "param": None, "code": None}}, status=status)
 
 
+ODD_EVENTS = ['data: {"choices": 5}\n\n', "data: {not json\n\n", "garbage line without a blank line\n\n",
+              'data: {"choices": [{"delta": 7}], "usage": "lots"}\n\n', 'data: [1, 2]\n\n',
+              'event: message_delta\ndata: {"type": "message_delta", "usage": 3}\n\n']
+
+
 async def sse(request: web.Request, events, delay: float) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+    gzipped = bool(request.headers.get("x-fake-gzip"))
+    if gzipped:
+        headers["content-encoding"] = "gzip"
+    if request.headers.get("x-fake-odd-events"):
+        events = [e for pair in zip(events, ODD_EVENTS * len(events)) for e in pair][:-1] + [events[-1]]
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
+    compressor = zlib.compressobj(wbits=31) if gzipped else None
     for i, event in enumerate(events):
         if i and delay:
             await asyncio.sleep(delay)
-        await response.write(event.encode())
+        data = event.encode()
+        if compressor:
+            data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        await response.write(data)
+    if compressor:
+        await response.write(compressor.flush())
+    if end_delay := float(request.headers.get("x-fake-end-delay-ms", 0)):
+        await asyncio.sleep(end_delay / 1000)
     await response.write_eof()
+    return response
+
+
+async def stalled(request: web.Request, payload: dict) -> web.StreamResponse:
+    """Headers and half of a plain answer, then nothing until the client gives up."""
+    data = json.dumps(payload).encode()
+    response = web.StreamResponse(headers={"content-type": "application/json", "content-length": str(len(data))})
+    await response.prepare(request)
+    await response.write(data[:len(data) // 2])
+    await asyncio.sleep(3600)
     return response
 
 
@@ -116,8 +151,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(delay)
         choice = ({"index": 0, "text": "".join(pieces), "finish_reason": "stop", "logprobs": None} if legacy else
                   {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": "stop"})
-        return web.json_response({"id": cid, "object": obj, "created": created, "model": model,
-                                  "choices": [choice], "usage": usage})
+        payload = {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], "usage": usage}
+        if request.headers.get("x-fake-stall-body"):
+            return await stalled(request, payload)
+        return web.json_response(payload)
     include_usage = (body.get("stream_options") or {}).get("include_usage")
 
     def chunk(delta=None, finish=None, text=None, choices=True, with_usage=False):

@@ -1,6 +1,7 @@
 """Every provider spec through the addon chain (mitmproxy's test context, no network): the client's key is removed
 wherever it was, the org key goes in the spec's own header, and the request lands at the spec's address."""
 
+import asyncio
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from tollgate.authenticate import Authenticate
 from tollgate.classify import Classify
 from tollgate.core.config import parse_config
 from tollgate.core.record import METADATA_KEY
+from tollgate.pipeline import Pipeline
 from tollgate.route import Route
 from tollgate.stream import Stream
 
@@ -32,6 +34,13 @@ CASES = [
 ]
 
 
+def run(pipeline, flow) -> None:
+    async def request_phase():
+        await pipeline.requestheaders(flow)
+        await pipeline.request(flow)
+    asyncio.run(request_phase())
+
+
 class FixedSettings:
     def __init__(self, config):
         self.config = config
@@ -44,16 +53,16 @@ def test_org_key_goes_in_the_specs_header_and_client_keys_go(type_, host, path, 
         provider["hosts"] = [host]
     settings = FixedSettings(parse_config({"providers": {"p": provider},
                                            "consumers": [{"name": "alice", "key": "CONSUMER"}]}, env={}))
-    chain = [Classify(settings), Authenticate(settings), Route(settings), Stream()]
+    pipeline = Pipeline(Classify(settings), Authenticate(settings), Route(settings), Stream())
     flow = tflow.tflow(req=tutils.treq(
         scheme=b"https", host=host, port=443, path=path.encode(), method=b"POST",
         headers=[(b"authorization", b"Bearer CONSUMER"), (b"x-api-key", b"CONSUMER"), (b"api-key", b"CONSUMER"),
                  (b"x-goog-api-key", b"CONSUMER"), (b"content-type", b"application/json")],
         content=json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()))
     flow.request.path = path + ("&" if "?" in path else "?") + "key=CONSUMER"
-    with taddons.context(*chain):
-        for addon in chain:
-            addon.request(flow)
+    flow.client_conn.sni = host  # the TLS name a real client sends
+    with taddons.context(pipeline):
+        run(pipeline, flow)
     assert flow.response is None, flow.response and flow.response.text
     record = flow.metadata[METADATA_KEY]
     assert (record.consumer, record.provider) == ("alice", "p")
@@ -67,7 +76,7 @@ def test_plain_http_to_other_hosts_passes_unchanged():
     settings = FixedSettings(parse_config({"providers": {"openai": {"type": "openai"}}}, env={}))
     flow = tflow.tflow(req=tutils.treq(host="example.com", port=80, path=b"/v1/chat/completions",
                                        headers=[(b"authorization", b"Bearer mine")]))
-    with taddons.context(Classify(settings)):
-        Classify(settings).request(flow)
-        Route(settings).request(flow)
+    pipeline = Pipeline(Classify(settings), Route(settings))
+    with taddons.context(pipeline):
+        run(pipeline, flow)
     assert METADATA_KEY not in flow.metadata and flow.request.headers["authorization"] == "Bearer mine"

@@ -6,10 +6,13 @@ from tollgate.flows import record_of
 
 MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
            "client_aborted": ":scissors:", "moderated": ":shield:",
-           "limited": ":stopwatch:", "over_budget": ":moneybag:"}
+           "limited": ":stopwatch:", "over_budget": ":moneybag:", "gateway_error": ":boom:",
+           "unavailable": ":construction:"}
 
 
 class Annotate:
+    always = True  # bookkeeping: runs even after another step failed
+
     def response(self, flow):
         if record := record_of(flow):
             flow.comment = record.comment()

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from tollgate.core.access import key_problem, looks_like_provider_key, proxy_credentials
 from tollgate.core.credentials import client_key, find_consumer, without_key_param
+from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.flows import pending, reject, strip_credentials
+
+CHECKED_HEADERS = CREDENTIAL_HEADERS + ("proxy-authorization",)
 
 
 class Authenticate:
@@ -26,6 +29,13 @@ class Authenticate:
         if not (record := pending(flow)):
             return
         request = flow.request
+        for name in CHECKED_HEADERS:  # a key is printable ASCII; anything else would be read differently downstream
+            values = request.headers.get_all(name)
+            if len(values) > 1:
+                return reject(flow, record, 400, f"more than one {name} header", code="invalid_request")
+            if values and not (values[0].isascii() and values[0].isprintable()):
+                return reject(flow, record, 400, f"the {name} header holds bytes that are not printable ASCII",
+                              code="invalid_request")
         # Plain-HTTP proxy requests carry Proxy-Authorization themselves; it must never go upstream.
         header = request.headers.get("proxy-authorization", "")
         if header:

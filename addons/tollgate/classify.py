@@ -1,24 +1,68 @@
-"""Recognises LLM calls (a configured provider's host, or the reverse listener) and opens their record.
+"""Recognises LLM calls and opens their record; reads their body, once, strictly.
 
-Everything else passes untouched. The JSON body is parsed here, once per flow; a malformed or oversized body is
-refused before anything goes upstream."""
+A flow is an LLM call when any name it carries (the CONNECT target or URL host, the Host header, the TLS SNI) is a
+configured provider, in any spelling (case, trailing dot, default port), or when it came in on the reverse
+listener. Names that disagree (an IP with a provider's SNI, a provider's Host header on another host) are refused
+with 421 rather than guessed at; plain HTTP to a provider that speaks HTTPS is refused with a hint. A known AI host
+that is not a configured provider is refused (403) or recorded. Everything else passes untouched.
+
+The body is decompressed with a bound, parsed whatever its Content-Type claims (JSON, or the form of an upload
+endpoint), and checked (UTF-8, no lone surrogates, no duplicate keys, no NaN, nesting within the limit) before any
+other step sees it. What goes upstream is the body that was checked, uncompressed."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from mitmproxy.proxy import mode_specs
 
 from tollgate.core.access import unapproved_entry
+from tollgate.core.body import BodyError, decode, is_form_endpoint, parse_form, parse_json
 from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, gemini_path_parts
-from tollgate.core.record import METADATA_KEY, CallRecord
-from tollgate.flows import reject
+from tollgate.core.providers import split_host
+from tollgate.core.record import METADATA_KEY, CallRecord, Decision
+from tollgate import internals
+from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, reject
+
+NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
+
+
+def _names(flow) -> list[tuple[str, int]]:
+    """Every (host, port) the flow names: URL/CONNECT target, Host header, SNI."""
+    request = flow.request
+    names = [(request.host, request.port)]
+    if header := request.host_header:
+        names.append(split_host(header, request.port))
+    if sni := flow.client_conn.sni:
+        names.append((sni, request.port))
+    return names
 
 
 class Classify:
     def __init__(self, settings):
         self.settings = settings
+
+    def load(self, loader):
+        internals.request_limit = self._request_limit
+        internals.too_large = self._too_large
+
+    def _request_limit(self, flow) -> int | None:
+        return self.settings.config.max_request_bytes if self.is_gate_flow(flow) else None
+
+    @staticmethod
+    def _too_large(flow, message: str) -> None:
+        if (record := flow.metadata.get(METADATA_KEY)) is not None:
+            record.status, record.decision, record.reason = 413, Decision.REJECTED, message
+            flow.metadata[SYNTHETIC] = True  # the gateway answers it; nothing went upstream
+
+    def is_gate_flow(self, flow) -> bool:
+        """Does the gateway own this flow (decided from the request head alone)? Its body limit then applies."""
+        if METADATA_KEY in flow.metadata or isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            return True
+        config = self.settings.config
+        path = flow.request.path.split("?", 1)[0]
+        return any(config.provider_for_host(host, port) or unapproved_entry(config.known_ai_hosts, host, path)
+                   for host, port in _names(flow))
 
     @staticmethod
     def _open(flow, dialect: str, path: str, source: str) -> CallRecord:
@@ -33,54 +77,87 @@ class Classify:
         flow.metadata[METADATA_KEY] = record
         return record
 
-    def _unapproved(self, flow, config, path: str) -> None:
-        """A known AI provider the organisation has not configured: refused (403) or recorded and let through."""
-        host = flow.request.pretty_host
-        if not unapproved_entry(config.known_ai_hosts, host, path):
+    def requestheaders(self, flow):
+        if flow.response or flow.error or METADATA_KEY in flow.metadata:
             return
-        record = self._open(flow, dialect_of_path(path), path, host)
-        record.provider = host
-        message = f"provider not approved: {host} is not an AI provider approved by your organisation"
+        config = self.settings.config
+        path = flow.request.path.split("?", 1)[0]
+        if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            self._open(flow, dialect_of_path(path), path, "")
+            return
+        names = _names(flow)
+        named = {getattr(config.provider_for_host(host, port), "name", None) for host, port in names}
+        if named == {None}:
+            return self._unapproved(flow, config, path, names)
+        source = config.providers[next(name for name in named if name is not None)]
+        dialect = dialect_of_path(path)
+        record = self._open(flow, dialect if dialect in source.spec.dialects else source.spec.dialects[0], path,
+                            source.name)
+        if len(named) > 1:
+            spelled = ", ".join(sorted({f"{host}:{port}" for host, port in names}))
+            return reject(flow, record, 421, f"misdirected request: the connection names several hosts ({spelled}); "
+                                             f"call the provider by its name", code="misdirected_request")
+        if flow.request.scheme == "http" and source.base_url.startswith("https:"):
+            return reject(flow, record, 400, f"plain HTTP to {source.name} is refused: use https://",
+                          code="https_required")
+
+    def _unapproved(self, flow, config, path: str, names) -> None:
+        """A known AI provider the organisation has not configured: refused (403) or recorded and let through."""
+        entry_host = next((host for host, _ in names if unapproved_entry(config.known_ai_hosts, host, path)), None)
+        if entry_host is None:
+            return
+        record = self._open(flow, dialect_of_path(path), path, entry_host)
+        record.provider = entry_host
+        message = f"provider not approved: {entry_host} is not an AI provider approved by your organisation"
         if config.unapproved_providers == "record":
-            record.untouched, record.decision, record.reason = True, "unapproved", message
+            record.untouched, record.decision, record.reason = True, Decision.UNAPPROVED, message
             return
         reject(flow, record, 403, message, code="provider_not_approved")
 
-    def request(self, flow):
-        if flow.response or flow.error or not flow.live or METADATA_KEY in flow.metadata:
+    async def request(self, flow):
+        if not (record := pending(flow)):
             return
         config = self.settings.config
-        reverse = isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
-        source = None if reverse else config.provider_for_host(flow.request.host, flow.request.port)
-        path = flow.request.path.split("?", 1)[0]
-        if source is None and not reverse:
-            return self._unapproved(flow, config, path)
-        dialect = dialect_of_path(path)
-        if source is not None and dialect not in source.spec.dialects:
-            dialect = source.spec.dialects[0]
-        record = self._open(flow, dialect, path, source.name if source else "")
-
-        size = len(flow.request.raw_content or b"")
-        if size > config.max_request_bytes:
-            return reject(flow, record, 413, f"request body of {size} bytes exceeds the gateway limit of "
+        request = flow.request
+        raw = request.raw_content or b""
+        if len(raw) > config.max_request_bytes:  # the transport refuses earlier; this holds without it too
+            return reject(flow, record, 413, f"request body of {len(raw)} bytes exceeds the gateway limit of "
                                              f"{config.max_request_bytes} bytes", code="request_too_large")
-        if size and "json" in flow.request.headers.get("content-type", "application/json"):
-            try:
-                record.body = json.loads(flow.request.get_content(strict=False) or b"")
-            except (ValueError, UnicodeDecodeError) as e:
-                return reject(flow, record, 400, f"request body is not valid JSON: {e}", code="invalid_json")
-            if not isinstance(record.body, dict):
-                record.body = None
-                return reject(flow, record, 400, "request body must be a JSON object", code="invalid_json")
+        content_type = request.headers.get("content-type", "")
+        form = is_form_endpoint(record.endpoint, content_type)
+        try:
+            encoding = request.headers.get("content-encoding", "")
+            data = await off_loop_if(len(raw) > THREAD_ABOVE_CHARS, decode, raw, encoding, config.max_request_bytes) \
+                if encoding else raw
+            if encoding:  # upstream gets exactly the bytes that were checked
+                del request.headers["content-encoding"]
+                request.raw_content = data
+            if not data and request.method.upper() in NO_BODY_METHODS:
+                body = None
+            elif form:
+                body = parse_form(data, content_type)
+            else:
+                body = await off_loop_if(len(data) > THREAD_ABOVE_CHARS, parse_json, data, config.max_json_depth)
+                if not isinstance(body, dict):
+                    raise BodyError(400, "invalid_json", "request body must be a JSON object")
+        except BodyError as e:
+            return reject(flow, record, e.status, e.message, code=e.code)
+        if form:
+            record.form = body
+        else:
+            record.body = body
+        self._model(record, body or {})
 
-        body = record.body or {}
-        if dialect == GEMINI and (parts := gemini_path_parts(path)):
+    def _model(self, record: CallRecord, body: dict) -> None:
+        path = record.endpoint
+        source = self.settings.config.providers.get(record.source)
+        if record.dialect == GEMINI and (parts := gemini_path_parts(path)):
             record.requested_model = parts[0]
             record.streamed = parts[1] == "streamGenerateContent"
-        else:
-            model = body.get("model")
-            if source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
-                record.requested_model = parts[0]  # Azure: the deployment in the path is what answers
-            elif isinstance(model, str):
-                record.requested_model = model
-            record.streamed = body.get("stream") is True
+            return
+        model = body.get("model")
+        if source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
+            record.requested_model = parts[0]  # Azure: the deployment in the path is what answers
+        elif isinstance(model, str):
+            record.requested_model = model
+        record.streamed = body.get("stream") is True

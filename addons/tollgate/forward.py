@@ -1,63 +1,57 @@
-"""The last step before a request leaves: serialise the edited body once, ask for an uncompressed answer (the
-stream tap reads SSE bytes as they come), and watch the upstream: an unreachable provider is answered 502 and a
-provider that sends no answer within gateway.upstream_timeout is answered 504, both in the provider's shape."""
+"""The last step before a request leaves, and the watch over the provider while it answers.
+
+Before: the edited body is serialised once and an uncompressed answer is asked for (the stream tap reads SSE
+bytes as they come). While the call is out: no answer headers within gateway.upstream_timeout → 504; then silence
+in the middle of the answer for gateway.upstream_idle_timeout → the answer ends (504 if nothing reached the client
+yet, a final error event ending a stream otherwise). A plain answer's body counts as silence until it is complete:
+providers send it at once. Errors mitmproxy answers itself (provider unreachable, cut off) reach LLM clients in
+their provider's shape, for HTTP/1 and HTTP/2 (see internals.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import weakref
+import time
 
-from mitmproxy import ctx, http
-from mitmproxy.net.http.http1 import assemble_response
-from mitmproxy.connection import ConnectionState
-from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import _http1
-from mitmproxy.proxy.layers.http._events import ResponseProtocolError
-
-from tollgate.core.dialects import error_body
+from tollgate import internals
+from tollgate.core.dialects import error_body, error_event
+from tollgate.core.record import Decision
 from tollgate.flows import pending, record_of, redact_credentials
-
-# HTTP/1 requests on their way upstream -> their record. Weak, so finished flows leave by themselves.
-_in_flight: "weakref.WeakKeyDictionary[http.Request, object]" = weakref.WeakKeyDictionary()
-_original_send = _http1.Http1Server.send
-
-
-def _send(self, event):
-    """mitmproxy answers a failed upstream with an HTML page; LLM clients get their provider's error shape.
-    Only protocol errors take the detour: every other event goes straight to mitmproxy's own generator."""
-    if not isinstance(event, ResponseProtocolError) or self.request is None or self.request not in _in_flight:
-        return _original_send(self, event)
-    return _send_error(self, event, _in_flight[self.request])
-
-
-def _send_error(self, event, record):
-    status = event.code.http_status_code()
-    if status is None or self.response or not (self.conn.state & ConnectionState.CAN_WRITE):
-        yield from _original_send(self, event)
-        return
-    # The error hook (Meter) has settled status and reason already; the ledger row says what the client gets.
-    status = record.status if record.status >= 500 else status
-    message = record.reason or f"provider {record.provider} failed: {event.message}"
-    response = http.Response.make(status, error_body(record.dialect, status, message),
-                                  {"content-type": "application/json", "connection": "close"})
-    yield commands.SendData(self.conn, assemble_response(response))
-    yield commands.CloseConnection(self.conn)
 
 
 class Forward:
+    always = True  # bookkeeping: runs even after another step failed
+
     def __init__(self, settings):
         self.settings = settings
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def load(self, loader):
-        _http1.Http1Server.send = _send
+        internals.error_answer = self._error_answer
+        internals.stream_end = self._stream_end
 
     def done(self):
-        _http1.Http1Server.send = _original_send
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+    @staticmethod
+    def _error_answer(flow, status: int, message: str):
+        record = record_of(flow)
+        if record is None:
+            return None
+        # The error hook (Meter) has settled status and reason already; the client gets what the ledger says.
+        status = record.status if record.status >= 400 else status
+        message = record.reason or f"provider {record.provider} failed: {message}"
+        return status, {"content-type": "application/json"}, error_body(record.dialect, status, message)
+
+    @staticmethod
+    def _stream_end(flow, message: str) -> bytes:
+        record = record_of(flow)
+        if record is None or record.tap is None:
+            return b""
+        status = record.status if record.status >= 500 else 502
+        return error_event(record.dialect, status, record.reason or message, record.decision)
 
     def request(self, flow):
         if not (record := pending(flow)):
@@ -65,30 +59,58 @@ class Forward:
         if record.body_changed:
             flow.request.text = json.dumps(record.body, ensure_ascii=False, separators=(",", ":"))
         flow.request.headers["accept-encoding"] = "identity"
-        _in_flight[flow.request] = record
-        timeout = self.settings.config.upstream_timeout_s
-        self._timers[flow.id] = asyncio.get_running_loop().call_later(timeout, self._timed_out, flow)
+        self._arm(flow, self.settings.config.upstream_timeout_s, self._no_headers)
 
     def responseheaders(self, flow):
-        if timer := self._timers.pop(flow.id, None):
-            timer.cancel()
+        self._disarm(flow)
         record = record_of(flow)
-        if record is not None and not record.byok:
+        if record is None:
+            return
+        if not record.byok:
             redact_credentials(flow.request.headers)  # sent already: mitmweb and flow dumps never show the org key
+        if not record.untouched and not flow.error:
+            self._arm(flow, self.settings.config.upstream_idle_timeout_s, self._idle)
+
+    def response(self, flow):
+        self._disarm(flow)
 
     def error(self, flow):
-        self.responseheaders(flow)
+        self._disarm(flow)
+        record = record_of(flow)
+        if record is not None and not record.byok:
+            redact_credentials(flow.request.headers)
 
-    def _timed_out(self, flow):
+    def _arm(self, flow, seconds: float, check) -> None:
+        self._disarm(flow)
+        self._timers[flow.id] = asyncio.get_running_loop().call_later(seconds, check, flow)
+
+    def _disarm(self, flow) -> None:
+        if timer := self._timers.pop(flow.id, None):
+            timer.cancel()
+
+    def _no_headers(self, flow) -> None:
         self._timers.pop(flow.id, None)
         record = record_of(flow)
         if record is None or flow.response or flow.error:
             return
-        record.decision = "upstream_timeout"
-        # Closing the upstream connection makes mitmproxy fail the stream; _send renders the 504.
-        proxyserver = ctx.master.addons.get("proxyserver")
-        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
-        if handler is not None and flow.server_conn in handler.transports:
-            handler.close_connection(flow.server_conn)
-        else:
-            flow.kill()
+        record.decision, record.status = Decision.UPSTREAM_TIMEOUT, 504
+        record.reason = f"provider {record.provider} did not answer within " \
+                        f"{self.settings.config.upstream_timeout_s:g} s"
+        internals.close_upstream(flow)  # mitmproxy fails the flow; the client gets the 504 in its provider's shape
+
+    def _idle(self, flow) -> None:
+        """Fires after idle_timeout: ends the answer if nothing came since, else waits for the rest of the time."""
+        self._timers.pop(flow.id, None)
+        record = record_of(flow)
+        if record is None or flow.error or not flow.live:
+            return
+        idle = self.settings.config.upstream_idle_timeout_s
+        last = record.tap.last_chunk_at if record.tap is not None else None
+        if last is not None and (quiet := time.time() - last) < idle:
+            self._arm(flow, idle - quiet, self._idle)
+            return
+        record.decision = Decision.UPSTREAM_TIMEOUT
+        if record.tap is None:  # a plain answer: nothing reached the client yet
+            record.status = 504
+        record.reason = f"provider {record.provider} went silent for {idle:g} s in the middle of its answer"
+        internals.close_upstream(flow)

@@ -1,4 +1,8 @@
-"""Writes every call's record to the usage ledger, committed before the answer completes."""
+"""Writes every call's record to the usage ledger, committed before the answer completes.
+
+A row that cannot be written (full disk, locked or broken file) is never lost silently: it is counted in
+tollgate_ledger_errors_total, the outage is logged once when it starts and once when it ends, /healthz answers 503
+meanwhile, and with ledger.on_error: closed new LLM calls are refused (503) until rows can be written again."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import logging
 import time
 
 from tollgate.core.ledger import LedgerDB
-from tollgate.flows import record_of
+from tollgate.core.record import Decision
+from tollgate.flows import pending, record_of, reject
+from tollgate.metrics import LEDGER_ERRORS, health
 
 log = logging.getLogger("tollgate")
 CHECKPOINT_SECONDS = 1.0
@@ -15,6 +21,8 @@ PRUNE_SECONDS = 60.0  # retention is enforced at most once a minute
 
 
 class Ledger:
+    always = True  # bookkeeping: runs even after another step failed
+
     def __init__(self, settings):
         self.settings = settings
         self.db: LedgerDB | None = None
@@ -65,7 +73,33 @@ class Ledger:
         if record is None or record.written:
             return
         record.written = True
-        self._ledger().write(record.row())
+        try:
+            self._ledger().write(record.row())
+        except Exception as e:
+            LEDGER_ERRORS.inc()
+            if health.ledger_ok:
+                log.error("tollgate: the usage ledger cannot be written (%s: %s); calls go unrecorded until it can "
+                          "(ledger.on_error: %s)", type(e).__name__, e, self.settings.config.ledger_on_error)
+            health.ledger_ok = False
+            return
+        if not health.ledger_ok:
+            log.warning("tollgate: the usage ledger is writable again")
+            health.ledger_ok = True
 
     def error(self, flow):
         self.response(flow)
+
+
+class LedgerAdmission:
+    """ledger.on_error: closed — while rows cannot be written, new LLM calls are refused rather than served
+    unrecorded. (Their refusal is tried on the ledger too: the first row that lands ends the outage.)"""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def request(self, flow):
+        if health.ledger_ok or self.settings.config.ledger_on_error != "closed" or not (record := pending(flow)):
+            return
+        reject(flow, record, 503, "the gateway cannot record calls right now (usage ledger unavailable); "
+                                  "retry shortly", decision=Decision.UNAVAILABLE, code="ledger_unavailable",
+               headers={"retry-after": "5"})

@@ -113,6 +113,8 @@ class Admit:
 
 
 class Settle:
+    always = True  # bookkeeping: runs even after another step failed
+
     def __init__(self, settings):
         self.settings = settings
 

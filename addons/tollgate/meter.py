@@ -10,12 +10,15 @@ import time
 
 from tollgate.core import tokens
 from tollgate.core.dialects import Usage, usage_from_body
+from tollgate.core.record import Decision
 from tollgate.flows import SYNTHETIC, record_of
 
 log = logging.getLogger("tollgate")
 
 
 class Meter:
+    always = True  # bookkeeping: runs even after another step failed
+
     def __init__(self, settings):
         self.settings = settings
         self._preload: asyncio.Future | None = None
@@ -53,19 +56,22 @@ class Meter:
             return
         record.latency_ms = round((time.time() - record.started_at) * 1000, 2)
         message = flow.error.msg if flow.error else ""
-        if flow.response is not None:
+        if flow.response is not None and record.status < 400:
             record.status = flow.response.status_code
-        if record.decision == "upstream_timeout":
-            record.status, record.reason = 504, f"provider {record.provider} did not answer in time"
-        elif record.decision not in ("forwarded", "byok"):  # e.g. a recorded unapproved host: keep why
+        # A stream whose final event came is a complete call, whoever closed the connection afterwards.
+        finished = record.tap is not None and record.tap.meter.finished
+        if record.decision in (Decision.UPSTREAM_TIMEOUT, Decision.GATEWAY_ERROR) or finished:
+            pass  # the reason is set already, or there is nothing to say
+        elif record.decision not in (Decision.FORWARDED, Decision.BYOK):  # e.g. a recorded unapproved host
             record.reason = f"{record.reason}; failed: {message}"
         elif "client" in message.lower():
-            record.decision, record.reason = "client_aborted", message
+            record.decision, record.reason = Decision.CLIENT_ABORTED, message
         else:  # the gateway answers this one itself (see forward.py), so the ledger says what the client got
-            record.decision, record.reason = "upstream_error", f"cannot reach provider {record.provider}: {message}"
+            record.decision = Decision.UPSTREAM_ERROR
+            record.reason = f"cannot reach provider {record.provider}: {message}"
             record.status = record.status or 502
         if record.tap is not None:
-            self._settle_stream(record, finished=False)
+            self._settle_stream(record, finished=finished)
         self._price(record)
 
     def _settle_stream(self, record, finished: bool) -> None:

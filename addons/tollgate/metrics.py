@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client) and a liveness endpoint, on --set tollgate_metrics_port=9464.
 
 Label values come from the configuration (consumers, providers) or from clients (model names): the latter are
-capped, so a client inventing model names cannot grow the registry without bound."""
+capped in number and in length (and made valid text), so a client inventing model names, authenticated or not,
+cannot grow the registry or break the exposition. /healthz answers 503 while the usage ledger cannot write."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tollgate.flows import record_of
 
 log = logging.getLogger("tollgate")
 MAX_MODELS = 500
+MAX_LABEL_CHARS = 100
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
 
 registry = CollectorRegistry()  # module level: a hot-reloaded script must not register the metrics twice
@@ -33,6 +35,24 @@ CACHE = Counter("tollgate_cache", "Cache lookups by result", ["result"], registr
 SAVED = Counter("tollgate_cache_saved_usd", "Money saved by cache hits", ["consumer"], registry=registry)
 REJECTIONS = Counter("tollgate_rejections", "Calls the gateway refused, by status", ["status", "consumer"],
                      registry=registry)
+GATEWAY_ERRORS = Counter("tollgate_gateway_errors", "Failures inside tollgate (each refused or ended the call)",
+                         ["stage"], registry=registry)
+LEDGER_ERRORS = Counter("tollgate_ledger_errors", "Ledger rows that could not be written", registry=registry)
+
+
+class Health:
+    """What /healthz reports; set by the ledger."""
+    ledger_ok = True
+
+
+health = Health()
+
+
+def label(value: str) -> str:
+    """A label value a client may have chosen: valid UTF-8, at most MAX_LABEL_CHARS characters."""
+    if len(value) > MAX_LABEL_CHARS:
+        value = value[:MAX_LABEL_CHARS - 1] + "…"
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
 
 
 class _StoreErrors:
@@ -55,14 +75,22 @@ class _QuietHandler(WSGIRequestHandler):
 
 def _app(metrics_app):
     def app(environ, start_response):
-        if environ.get("PATH_INFO") in ("/healthz", "/livez"):
+        if environ.get("PATH_INFO") == "/livez":
             start_response("200 OK", [("content-type", "text/plain")])
             return [b"ok\n"]
+        if environ.get("PATH_INFO") == "/healthz":
+            if health.ledger_ok:
+                start_response("200 OK", [("content-type", "text/plain")])
+                return [b"ok\n"]
+            start_response("503 Service Unavailable", [("content-type", "text/plain")])
+            return [b"unhealthy: the usage ledger cannot be written\n"]
         return metrics_app(environ, start_response)
     return app
 
 
 class Metrics:
+    always = True  # bookkeeping: runs even after another step failed
+
     def __init__(self, settings):
         self.settings = settings
         self._server: WSGIServer | None = None
@@ -94,18 +122,20 @@ class Metrics:
             self._server.server_close()
             self._server = None
 
-    def _model(self, model: str) -> str:
-        if model in self._models or len(self._models) < MAX_MODELS:
-            self._models.add(model)
-            return model
+    def _capped(self, value: str) -> str:
+        """Client-chosen values (model names, unapproved hosts): at most MAX_MODELS distinct ones, then 'other'."""
+        value = label(value)
+        if value in self._models or len(self._models) < MAX_MODELS:
+            self._models.add(value)
+            return value
         return "other"
 
     def response(self, flow):
         record = record_of(flow)
         if record is None or self._server is None:  # metrics off: nothing to count on the hot path
             return
-        model = self._model(record.model or record.requested_model or "-")
-        consumer, provider = record.consumer or "-", record.provider or "-"
+        model = self._capped(record.model or record.requested_model or "-")
+        consumer, provider = record.consumer or "-", self._capped(record.provider or "-")
         REQUESTS.labels(consumer, provider, model, str(record.status), record.decision).inc()
         if record.decision in ("rejected", "limited", "over_budget"):
             REJECTIONS.labels(str(record.status), consumer).inc()

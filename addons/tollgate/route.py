@@ -54,6 +54,10 @@ class Route:
 
         if record.byok:
             return
+        if not route.provider.configured:  # never forward without credentials
+            return reject(flow, record, 503, f"provider {route.provider.name} is not configured on the gateway "
+                                             f"(no org key); tell the gateway's operators",
+                          code="provider_not_configured")
         if key := self._next_key(config, route.provider):  # the client's own key was removed by Authenticate
             header, prefix = route.provider.spec.auth[record.dialect]
             request.headers[header] = prefix + key

@@ -12,7 +12,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
 from tollgate.core.access import host_pattern
-from tollgate.core.config import Config, ConfigError, load_config
+from tollgate.core.config import Config, ConfigError, load_config, reload_problem
 from tollgate.core.store import Store, open_store
 
 log = logging.getLogger("tollgate")
@@ -22,8 +22,10 @@ POLL_SECONDS = 1.0
 
 
 def host_regex(hostport: str) -> str:
-    """allow_hosts entries are unanchored regexes over host:port: anchor them; '*' matches within the host."""
-    return "^" + re.escape(hostport).replace(r"\*", "[^:]*") + "$"
+    """allow_hosts entries are unanchored regexes over host:port: anchor them; '*' matches within the host; a
+    trailing dot is the same host (mitmproxy matches case-insensitively)."""
+    host, _, port = hostport.rpartition(":")
+    return "^" + re.escape(host).replace(r"\*", "[^:]*") + r"\.?:" + re.escape(port) + "$"
 
 
 class Settings:
@@ -86,7 +88,10 @@ class Settings:
         return tuple(stamp)
 
     def _load(self) -> None:
-        self._adopt(load_config(ctx.options.tollgate_config), None, "loaded")
+        config = load_config(ctx.options.tollgate_config)
+        if problem := reload_problem(self.config, config):
+            raise ConfigError(problem)
+        self._adopt(config, None, "loaded")
 
     def _adopt(self, config: Config, stamp: tuple | None, verb: str) -> None:
         """Makes config the current one. stamp: the files' stamp taken before reading them, so an edit made while
@@ -110,6 +115,10 @@ class Settings:
             except ConfigError as e:
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
                 self._stamp = stamp  # report a bad edit once, not every second
+                continue
+            if problem := reload_problem(self.config, config):
+                log.error("tollgate: configuration not reloaded, keeping the previous one: %s", problem)
+                self._stamp = stamp
                 continue
             self._adopt(config, stamp, "reloaded")
             self._apply_options()

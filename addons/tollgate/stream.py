@@ -1,15 +1,34 @@
 """Streaming: SSE answers flow to the client event by event (never buffered) through a tap that meters them.
 
 For OpenAI streams the gateway asks for the final usage chunk (stream_options.include_usage) when the client did
-not, and removes that chunk again so the client sees exactly the stream it asked for."""
+not, and removes that chunk again so the client sees exactly the stream it asked for.
+
+A stream the provider compresses anyway (gzip, deflate, br) is decoded on the way, so it is metered and checked
+like any other; a failure inside the tap ends the client's stream there and is a gateway_error."""
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
-from tollgate.core.sse import StreamTap
+from tollgate.core.record import Decision
+from tollgate.core.sse import StreamDecoder, StreamTap
 from tollgate.flows import SYNTHETIC, pending, record_of
+from tollgate.metrics import GATEWAY_ERRORS
+
+log = logging.getLogger("tollgate")
+
+
+def _tap_failed(flow, record):
+    def report(error: Exception) -> None:
+        GATEWAY_ERRORS.labels("stream").inc()
+        record.decision = Decision.GATEWAY_ERROR
+        record.reason = f"stream tap failed: {type(error).__name__}"
+        log.error("tollgate: the stream tap failed for flow %s: %s (message withheld); the stream was cut\n%s",
+                  flow.id, type(error).__name__, "".join(traceback.format_tb(error.__traceback__)).rstrip())
+    return report
 
 class Stream:
     def request(self, flow):
@@ -28,10 +47,15 @@ class Stream:
             return
         if not flow.response.headers.get("content-type", "").startswith("text/event-stream"):
             return
-        if flow.response.headers.get("content-encoding", "identity") != "identity":
+        encoding = flow.response.headers.get("content-encoding", "identity").strip().lower()
+        if record.untouched and encoding != "identity":
             return  # an untouched flow may get a compressed stream: pass it on as it is, unmetered
+        decoder = StreamDecoder(encoding) if encoding != "identity" else None  # unknown: raises, answer withheld
+        if decoder is not None:
+            del flow.response.headers["content-encoding"]
+            flow.response.headers.pop("content-length", None)
         record.streamed = True
         tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time,
-                        keep_bytes=record.cache_keep_bytes)
+                        keep_bytes=record.cache_keep_bytes, on_failure=_tap_failed(flow, record), decoder=decoder)
         record.tap = tap
         flow.response.stream = tap

@@ -4,7 +4,6 @@ a real provider key, is a host a known AI provider that the organisation has not
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -12,6 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .config import Config, Consumer
+from .providers import normalize_host
 
 # Prefixes of real provider keys: a client sending one bypasses the gateway's accounting, so it is told to use its
 # gateway key instead (unless unknown_keys: passthrough).
@@ -55,7 +55,7 @@ def proxy_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII text
         return None
     return (user, password) if sep else None
 
@@ -76,7 +76,7 @@ def load_known_hosts(path: Path = KNOWN_AI_HOSTS_FILE) -> tuple[str, ...]:
 
 def unapproved_entry(known: tuple[str, ...], host: str, path: str) -> str:
     """The known-AI-host entry this request matches, or ''. The caller has checked it is not a configured provider."""
-    host = host.lower()
+    host = normalize_host(host)
     for entry in known:
         entry_host, _, prefix = entry.partition("/")
         if entry_host.startswith("*."):

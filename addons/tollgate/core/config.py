@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .prices import Price, PriceTable
-from .providers import SPECS, ProviderSpec, split_host
+from .providers import SPECS, ProviderSpec, normalize_host, split_host
 
 
 class ConfigError(ValueError):
@@ -29,6 +29,12 @@ class Provider:
     base_url: str                 # scheme://host[:port]/prefix of OpenAI-wire endpoints
     upstream: str = ""            # if set, traffic goes to this base URL instead (tests, private mirrors)
     api_version: str = ""         # Azure only
+    keyless: bool = False         # `auth: none`: a self-hosted server that takes no key; others need a key
+
+    @property
+    def configured(self) -> bool:
+        """Can calls go out? A provider without an org key answers 503 instead of forwarding without one."""
+        return bool(self.keys) or self.keyless
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,8 @@ class Config:
     rules: tuple[ModelRule, ...] = ()
     consumers: tuple[Consumer, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
-    auth_required: bool = False   # true as soon as the file declares consumers
+    auth_required: bool = False   # `auth: required`, or the file declares consumers (and does not say `auth: none`)
+    auth: str = ""                # what the file says: required | none | "" (not said)
     unknown_keys: str = "reject"  # reject | passthrough (forward the client's own key, recorded as byok)
     unapproved_providers: str = "block"  # block | record: known AI hosts that are not configured providers
     send_user_id: bool = False    # send a hashed consumer id upstream as OpenAI's `user`
@@ -112,11 +119,14 @@ class Config:
     ledger_jsonl: str = ""        # optional JSON-lines mirror of every row (append-only; rotate it externally)
     ledger_retention_s: float | None = None  # rows older than this are deleted (None: kept forever)
     max_request_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 64      # deeper request JSON is refused (400)
     upstream_timeout_s: float = 600.0
+    upstream_idle_timeout_s: float = 300.0  # silence from the provider in the middle of an answer
+    ledger_on_error: str = "open"  # open: serve and alarm while rows cannot be written | closed: refuse (503)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def provider_for_host(self, host: str, port: int) -> Provider | None:
-        hostport = f"{host.lower()}:{port}"
+        hostport = f"{normalize_host(host)}:{port}"
         for provider in self.providers.values():
             for pattern in provider.hosts:
                 if pattern == hostport or (
@@ -202,7 +212,7 @@ def _str(node, path: str, required: bool = True) -> str:
 
 
 def _provider(name: str, node, path: str, warnings: list[str]) -> Provider:
-    node = _mapping(node, path, {"type", "keys", "hosts", "upstream", "base_url", "api_version"})
+    node = _mapping(node, path, {"type", "keys", "hosts", "upstream", "base_url", "api_version", "auth"})
     type_ = _str(node.get("type"), f"{path}.type")
     spec = SPECS.get(type_)
     if spec is None:
@@ -229,9 +239,14 @@ def _provider(name: str, node, path: str, warnings: list[str]) -> Provider:
     api_version = _str(node.get("api_version"), f"{path}.api_version", required=False)
     if spec.deployment_paths and not api_version:
         api_version = "2024-10-21"
-    if not node.get("keys") and type_ != "openai-compatible":
-        warnings.append(f"{path}.keys: no key configured; requests are forwarded without an org key")
-    return Provider(name, spec, normalized, tuple(keys), base_url.rstrip("/"), upstream.rstrip("/"), api_version)
+    keyless = _choice(node.get("auth", "key"), f"{path}.auth", ("key", "none")) == "none"
+    if keyless and keys:
+        raise ConfigError(f"{path}.auth: 'none' means the provider takes no key, but keys are configured")
+    if not keys and not keyless:
+        warnings.append(f"{path}.keys: no org key configured; calls to {name} are refused with 503 "
+                        f"provider_not_configured (a self-hosted server without keys says auth: none)")
+    return Provider(name, spec, normalized, tuple(keys), base_url.rstrip("/"), upstream.rstrip("/"), api_version,
+                    keyless)
 
 
 def _patterns(node: dict, key: str, path: str) -> tuple[str, ...] | None:
@@ -594,7 +609,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                     "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
-                                    "prompts", "limits", "budgets"})
+                                    "prompts", "limits", "budgets", "auth"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -672,15 +687,21 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         consumers.append(Consumer(name, digest, group, _patterns(node, "models", path),
                                   _provider_names(node, path, providers), _when(node.get("expires"), f"{path}.expires"),
                                   disabled))
-    ledger = _mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention"})
-    gateway = _mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout"})
+    ledger = _mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention", "on_error"})
+    gateway = _mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout", "max_json_depth",
+                                                       "upstream_idle_timeout"})
+    auth = _choice(top["auth"], "auth", ("required", "none")) if "auth" in top else ""
+    max_depth = gateway.get("max_json_depth", 64)
+    if not isinstance(max_depth, int) or isinstance(max_depth, bool) or not 2 <= max_depth <= 512:
+        raise ConfigError(f"gateway.max_json_depth: expected a whole number from 2 to 512, got {max_depth!r}")
     return Config(
         providers=providers,
         rules=tuple(rules),
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},
         groups=groups,
-        auth_required=bool(consumer_nodes),
+        auth_required=auth == "required" or (not auth and ("consumers" in top or bool(consumers_file))),
+        auth=auth,
         unknown_keys=_choice(top.get("unknown_keys", "reject"), "unknown_keys", ("reject", "passthrough")),
         unapproved_providers=_choice(top.get("unapproved_providers", "block"), "unapproved_providers",
                                      ("block", "record")),
@@ -699,6 +720,10 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         ledger_retention_s=parse_duration(ledger["retention"], "ledger.retention") if ledger.get("retention") else None,
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),
+        upstream_idle_timeout_s=parse_duration(gateway.get("upstream_idle_timeout", 300),
+                                               "gateway.upstream_idle_timeout"),
+        max_json_depth=max_depth,
+        ledger_on_error=_choice(ledger.get("on_error", "open"), "ledger.on_error", ("open", "closed")),
         warnings=tuple(dict.fromkeys(warnings)),
     )
 
@@ -706,3 +731,11 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
 def load_config(path: str | Path, env=None) -> Config:
     """Reads the main file (and the consumers file it names; relative paths are relative to the main file)."""
     return parse_config(_read_yaml(path), env, base_dir=Path(path).parent)
+
+
+def reload_problem(old: Config | None, new: Config) -> str:
+    """Why a reloaded configuration must not replace the running one, or ''. A file that lost its consumers (a
+    partial write, a bad edit) would open the gate to everyone: only an explicit `auth: none` may do that."""
+    if old is not None and old.auth_required and not new.auth_required and new.auth != "none":
+        return "it would turn authentication off (no consumers configured); write `auth: none` if that is meant"
+    return ""

@@ -99,11 +99,15 @@ class StreamMeter:
     usage: Usage | None = None
     text: list[str] = field(default_factory=list)  # non-empty pieces only: the first one marks the first token
     events: int = 0
+    finished: bool = False  # the provider's final event came ([DONE], message_stop, response.completed, finishReason)
 
     def feed(self, data: str, event: str = "") -> bool:
         """Takes one SSE event's data. Returns True if this is an OpenAI usage-only chunk (no choices)."""
         self.events += 1
-        if not data or data == "[DONE]":
+        if data == "[DONE]":
+            self.finished = True
+            return False
+        if not data:
             return False
         try:
             obj = json.loads(data)
@@ -117,6 +121,8 @@ class StreamMeter:
         if self.dialect == GEMINI:
             self.usage = usage_from_body(GEMINI, obj) or self.usage
             for cand in obj.get("candidates") or []:
+                if isinstance(cand, dict) and cand.get("finishReason"):
+                    self.finished = True
                 for part in ((cand or {}).get("content") or {}).get("parts") or []:
                     if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]:
                         self.text.append(part["text"])
@@ -128,8 +134,9 @@ class StreamMeter:
         if isinstance(kind, str) and kind.startswith("response."):  # Responses API events
             if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str) and obj["delta"]:
                 self.text.append(obj["delta"])
-            elif kind == "response.completed":
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 self.usage = usage_from_body(OPENAI, obj.get("response") or {}) or self.usage
+                self.finished = True
             return False
         choices = obj.get("choices")
         for choice in choices or []:
@@ -148,7 +155,9 @@ class StreamMeter:
 
     def _anthropic(self, obj: dict) -> None:
         kind = obj.get("type")
-        if kind == "message_start":
+        if kind == "message_stop":
+            self.finished = True
+        elif kind == "message_start":
             self.usage = usage_from_body(ANTHROPIC, obj.get("message") or {}) or Usage()
         elif kind == "message_delta":
             out = (obj.get("usage") or {}).get("output_tokens")
@@ -187,3 +196,10 @@ def error_body(dialect: str, status: int, message: str, code: str | None = None)
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return json.dumps(body).encode()
+
+
+def error_event(dialect: str, status: int, message: str, code: str | None = None) -> bytes:
+    """A final SSE event that ends a stream the gateway has to cut: the SDKs raise it as an API error."""
+    if dialect == ANTHROPIC:
+        return b"event: error\ndata: " + error_body(dialect, status, message, code) + b"\n\n"
+    return b"data: " + error_body(dialect, status, message, code) + b"\n\n"

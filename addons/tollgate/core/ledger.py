@@ -10,14 +10,12 @@ from a worker thread instead; it also keeps the WAL from growing without bound.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from pathlib import Path
 
 from .record import stored_columns
 
-log = logging.getLogger(__name__)
 
 def connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -56,19 +54,13 @@ class LedgerDB:
         self._checkpointer: sqlite3.Connection | None = None
         self.unchecked = 0  # rows committed since the last checkpoint
 
-    def write(self, row: dict) -> bool:
-        try:
-            self._db.execute(self._sql, tuple(row[c] for c in self._columns))  # autocommit: one transaction
-        except sqlite3.Error as e:
-            log.error("ledger write failed for call %s: %s", row.get("id"), e)
-            return False
+    def write(self, row: dict) -> None:
+        """Commits one row (and mirrors it); raises whatever stops it (a full disk, a locked file, bad text):
+        the caller counts and reports failures."""
+        self._db.execute(self._sql, tuple(row[c] for c in self._columns))  # autocommit: one transaction
         self.unchecked += 1
         if self._mirror is not None:
-            try:
-                self._mirror.write(json.dumps(row, separators=(",", ":")) + "\n")
-            except OSError as e:
-                log.error("ledger mirror %s: %s", self.jsonl, e)
-        return True
+            self._mirror.write(json.dumps(row, separators=(",", ":")) + "\n")
 
     def checkpoint(self, retention_s: float | None = None) -> int:
         """Deletes rows past the retention, then moves the WAL into the database (with fsync). Blocking: call

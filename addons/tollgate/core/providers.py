@@ -51,8 +51,13 @@ SPECS: dict[str, ProviderSpec] = {
 }
 
 
+def normalize_host(host: str) -> str:
+    """One spelling per host name: lower case, no brackets, no trailing dot ("API.OpenAI.com." is api.openai.com)."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
 def split_host(hostport: str, default_port: int = 443) -> tuple[str, int]:
     host, sep, port = hostport.rpartition(":")
-    if sep and port.isdigit():
-        return host.lower(), int(port)
-    return hostport.lower(), default_port
+    if sep and port.isdigit() and not host.endswith(":"):  # not the end of a bare IPv6 address
+        return normalize_host(host), int(port)
+    return normalize_host(hostport), default_port

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 METADATA_KEY = "tollgate"
+
+
+class Decision(StrEnum):
+    """What the gateway did with a call: the one vocabulary of the ledger, metrics, reports and mitmweb."""
+    FORWARDED = "forwarded"              # sent to the provider with the org key
+    BYOK = "byok"                        # sent with the client's own provider key (unknown_keys: passthrough)
+    CACHED = "cached"                    # answered from the cache
+    REJECTED = "rejected"                # refused by a check (auth, access, guard, bad input)
+    LIMITED = "limited"                  # refused by a rate limit
+    OVER_BUDGET = "over_budget"          # refused by a budget
+    UNAPPROVED = "unapproved"            # a known AI host that is not a configured provider, recorded
+    MODERATED = "moderated"              # the answer was withheld by moderation
+    UPSTREAM_ERROR = "upstream_error"    # the provider could not be reached or failed
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # the provider did not answer, or went silent mid-answer
+    CLIENT_ABORTED = "client_aborted"    # the client went away before the answer ended
+    GATEWAY_ERROR = "gateway_error"      # tollgate itself failed: refused, never passed through
+    UNAVAILABLE = "unavailable"          # refused because the gateway cannot account for it (ledger down)
 
 
 def transient(default=None, **kw):
@@ -36,7 +54,7 @@ class CallRecord:
     cost_usd: float = 0.0             # priced from config/prices.yaml; for a cache hit: the money it saved
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    decision: str = "forwarded"       # forwarded | rejected | byok | unapproved | upstream_error | ...
+    decision: str = Decision.FORWARDED  # a Decision
     reason: str = ""
     byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
     cache: str = ""                   # hit | miss | bypass ("" when the call never reached the cache)
@@ -45,6 +63,7 @@ class CallRecord:
     prompts: str = ""                 # template and decorators applied: "template:name, decorator:name"
     limited_by: str = ""              # the limit or budget rule that refused the call
     body: dict | None = transient()   # the request's JSON, parsed once
+    form: dict | None = transient()   # the text fields of a form upload (audio transcription, files)
     account: object = transient()           # the Consumer entry the key belongs to
     untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     cache_key: str = transient("")

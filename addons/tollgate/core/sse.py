@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -43,12 +44,52 @@ def parse_event(raw: bytes) -> tuple[str, str]:
     return name, "\n".join(data)
 
 
+class StreamDecoder:
+    """Undoes a stream's Content-Encoding chunk by chunk (a provider may compress despite accept-encoding:
+    identity), in pieces of at most 1 MiB, so a compressed bomb cannot balloon in memory."""
+
+    PIECE = 2**20
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._zlib = zlib.decompressobj(47 if encoding != "deflate" else 15)
+        elif encoding == "br":
+            import brotli
+
+            self._brotli = brotli.Decompressor()
+        else:
+            raise ValueError(f"unsupported stream encoding {encoding!r}")
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        out = []
+        if self.encoding == "br":
+            out.append(self._brotli.process(chunk, output_buffer_limit=self.PIECE))
+            while not self._brotli.can_accept_more_data():
+                out.append(self._brotli.process(b"", output_buffer_limit=self.PIECE))
+            return out
+        data = chunk
+        while data:
+            out.append(self._zlib.decompress(data, self.PIECE))
+            data = self._zlib.unconsumed_tail
+        return out
+
+
 class StreamTap:
     """The callable mitmproxy streams an SSE answer through: passes whole events on, meters them, and drops the
-    usage-only chunk that the gateway asked for on the client's behalf."""
+    usage-only chunk that the gateway asked for on the client's behalf.
 
-    def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0):
+    It never raises (mitmproxy calls it outside any hook): an event the meter cannot read passes on unmetered; a
+    failure anywhere else (the answer editor, a decoder) ends the stream for the client at that point, reported
+    once through on_failure: what could not be checked is not passed on."""
+
+    def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None):
         self.meter = meter
+        self.on_failure = on_failure
+        self.failed: Exception | None = None
+        self.decoder = decoder
+        self.odd_events = 0  # events the meter could not read (passed on as they came)
+        self.last_chunk_at: float | None = None
         self.drop_usage_chunk = drop_usage_chunk
         self.first_token_at: float | None = None
         self._clock = clock
@@ -60,6 +101,22 @@ class StreamTap:
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """Returns the chunks to send on: a list, because an empty bytes chunk would end an HTTP/1 chunked body."""
+        if self.failed is not None:
+            return []
+        self.last_chunk_at = self._clock()
+        try:
+            if self.decoder is not None and chunk:
+                chunk = b"".join(self.decoder(chunk))
+                if not chunk:
+                    return []
+            return self._pass(chunk)
+        except Exception as e:
+            self.failed = e
+            if self.on_failure is not None:
+                self.on_failure(e)
+            return []
+
+    def _pass(self, chunk: bytes) -> list[bytes]:
         if not chunk:  # end of stream
             rest = self._buffer.flush()
             events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
@@ -82,7 +139,11 @@ class StreamTap:
             else:
                 self.kept = None
         name, data = parse_event(raw)
-        usage_only = self.meter.feed(data, name)
+        try:
+            usage_only = self.meter.feed(data, name)
+        except Exception:  # an odd event (wrong types, garbage): forwarded as it came, unmetered
+            self.odd_events += 1
+            return False
         if self.first_token_at is None and self.meter.text:
             self.first_token_at = self._clock()
         return usage_only and self.drop_usage_chunk

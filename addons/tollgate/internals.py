@@ -1,0 +1,159 @@
+"""Every piece of mitmproxy's internals tollgate relies on, in one place, checked when the gateway loads.
+
+mitmproxy's addon API has no hook for three things a gateway needs, so they are patched in here:
+- Errors mitmproxy itself answers (upstream unreachable or cut off, request body too large) are rendered as an
+  LLM flow's provider error shape, for HTTP/1 and HTTP/2 clients alike, instead of mitmproxy's HTML page; a stream
+  that already started ends with a final error event the SDKs understand.
+- The request body limit is per flow (gateway.max_request_bytes for LLM calls), decided from Content-Length before
+  the body is read and while a chunked body is read, so memory stays bounded by the limit.
+- An LLM call can close its upstream connection (timeouts).
+
+If a mitmproxy upgrade changes any of these shapes, check_shapes() fails the gateway's start instead of letting a
+patch silently stop working."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+from mitmproxy import ctx, flow as mflow, http
+from mitmproxy.connection import ConnectionState
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.proxy.layers.http import HttpStream, SendHttp
+from mitmproxy.proxy.layers.http._events import (ErrorCode, ResponseData, ResponseEndOfMessage, ResponseHeaders,
+                                                 ResponseProtocolError)
+from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
+from mitmproxy.net.http.http1 import expected_http_body_size
+
+_original_handle_event = HttpStream._handle_event
+_original_check_body_size = HttpStream.check_body_size
+
+# Set by the pipeline: flow -> (record or None). The request body limit of a flow that is the gateway's, or None.
+request_limit = lambda flow: None  # noqa: E731
+# Set by the pipeline: (flow, status, message) -> (status, headers, body) of the error answer an LLM client gets,
+# or None to leave mitmproxy's own; and (flow) -> final stream bytes for a stream that already started.
+error_answer = lambda flow, status, message: None  # noqa: E731
+stream_end = lambda flow, message: b""  # noqa: E731
+# Set by the pipeline: records that the flow's body was refused as too large (before the error hook runs).
+too_large = lambda flow, message: None  # noqa: E731
+
+
+def check_shapes() -> None:
+    """Fails loudly if the internals patched below are not what this module was written against."""
+    problems = []
+    if not inspect.isgeneratorfunction(inspect.unwrap(_original_handle_event)):
+        problems.append("HttpStream._handle_event is no longer a generator")
+    if list(inspect.signature(_original_check_body_size).parameters) != ["self", "request"]:
+        problems.append("HttpStream.check_body_size(self, request) changed")
+    for name in ("state_errored", "state_consume_request_body", "handle_protocol_error"):
+        if not callable(getattr(HttpStream, name, None)):
+            problems.append(f"HttpStream.{name} is gone")
+    if "request_body_buf" not in inspect.getsource(HttpStream.__init__):
+        problems.append("HttpStream.request_body_buf is gone")
+    if ErrorCode.REQUEST_TOO_LARGE.http_status_code() != 413:
+        problems.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
+    if not hasattr(http_layer, "HttpLayer"):
+        problems.append("mitmproxy.proxy.layers.http.HttpLayer is gone")
+    if problems:
+        raise RuntimeError("tollgate: this mitmproxy version is not supported: " + "; ".join(problems))
+
+
+def _handle_event(self, event):
+    """HttpStream's event handler, with the protocol errors it sends to an LLM client rewritten on the way out.
+    Commands are passed through one by one (with their replies), so mitmproxy's own flow logic is untouched."""
+    gen = _original_handle_event(self, event)
+    reply = None
+    while True:
+        try:
+            command = gen.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        reply = None
+        if isinstance(command, SendHttp) and command.connection is self.context.client:
+            if isinstance(command.event, ResponseHeaders):
+                self.tollgate_headers_sent = True
+            elif isinstance(command.event, ResponseProtocolError):
+                try:
+                    replacement = _replace_error(self, command.event)
+                except Exception:  # never take the proxy down: mitmproxy's own error answer is the fallback
+                    logging.getLogger("tollgate").exception("tollgate: rendering an error answer failed")
+                    replacement = None
+                if replacement is not None:
+                    yield from replacement
+                    continue
+        reply = yield command
+
+
+def _replace_error(self, event: ResponseProtocolError):
+    flow = getattr(self, "flow", None)
+    if flow is None or flow.request is None or not (self.context.client.state & ConnectionState.CAN_WRITE):
+        return None
+    h2 = flow.request.is_http2 or flow.request.is_http3
+    if getattr(self, "tollgate_headers_sent", False):
+        tail = stream_end(flow, event.message)
+        if not tail:
+            return None
+        out = [SendHttp(ResponseData(self.stream_id, tail), self.context.client),
+               SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)]
+        return out if h2 else out + [commands.CloseConnection(self.context.client)]
+    status = event.code.http_status_code()
+    answer = error_answer(flow, status, event.message) if status is not None else None
+    if answer is None:
+        return None
+    status, headers, body = answer
+    response = http.Response.make(status, body, headers)
+    if h2:
+        response.http_version = flow.request.http_version
+    else:
+        response.headers["connection"] = "close"
+    self.tollgate_headers_sent = True
+    out = [SendHttp(ResponseHeaders(self.stream_id, response, end_stream=False), self.context.client),
+           SendHttp(ResponseData(self.stream_id, body), self.context.client),
+           SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)]
+    return out if h2 else out + [commands.CloseConnection(self.context.client)]
+
+
+def _check_body_size(self, request: bool):
+    """The request body limit of an LLM call: refused from Content-Length before the body is read, or as soon as
+    a chunked body passes the limit; mitmproxy's own body_size_limit still applies to everything else."""
+    limit = request_limit(self.flow) if request else None
+    if limit is not None:
+        try:
+            size = len(self.request_body_buf) or expected_http_body_size(self.flow.request, None)
+        except ValueError:
+            size = None
+        if size is not None and size > limit:
+            message = f"request body of {size} bytes exceeds the gateway limit of {limit} bytes"
+            if not self.request_body_buf:
+                yield HttpRequestHeadersHook(self.flow)
+            too_large(self.flow, message)
+            self.flow.error = mflow.Error(message)
+            yield HttpErrorHook(self.flow)
+            yield SendHttp(ResponseProtocolError(self.stream_id, message, ErrorCode.REQUEST_TOO_LARGE),
+                                    self.context.client)
+            self.client_state = self.state_errored
+            self.flow.live = False
+            return True
+    return (yield from _original_check_body_size(self, request))
+
+
+def install() -> None:
+    check_shapes()
+    HttpStream._handle_event = _handle_event
+    HttpStream.check_body_size = _check_body_size
+
+
+def uninstall() -> None:
+    HttpStream._handle_event = _original_handle_event
+    HttpStream.check_body_size = _original_check_body_size
+
+
+def close_upstream(flow) -> None:
+    """Closes the flow's upstream connection: mitmproxy then fails the flow (error hook) and answers the client."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+    if handler is not None and flow.server_conn in handler.transports:
+        handler.close_connection(flow.server_conn)
+    else:
+        flow.kill()

@@ -1,0 +1,194 @@
+"""The gate itself: one mitmproxy addon that runs tollgate's steps in order, for every hook, inside one guard.
+
+mitmproxy skips the remaining addons of a hook when one raises and lets the flow carry on, so a gateway made of
+separate addons fails open. Here the steps are plain objects and this addon calls them, so by construction:
+- request phase: the first exception stops the pipeline and the client gets a 500 `gateway_error` in its
+  provider's shape; nothing goes upstream.
+- response phase: an exception replaces an answer not yet sent by that 500 (a stream already under way is ended
+  by its tap); the bookkeeping steps (`always = True`: metering, limits settlement, annotations, metrics, ledger)
+  still run, each in its own guard, so the call still gets its ledger row.
+Every failure logs one traceback (never the exception's message: it may quote request text), is recorded as
+decision `gateway_error` with the exception's type, and counts in tollgate_gateway_errors_total{stage}.
+It is also cheaper: mitmproxy dispatches one addon per hook instead of twenty."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+
+from mitmproxy import http
+
+from tollgate import internals
+from tollgate.core.dialects import OPENAI, dialect_of_path, error_body
+from tollgate.core.record import METADATA_KEY, CallRecord, Decision
+from tollgate.flows import SYNTHETIC, record_of, reject
+from tollgate.metrics import GATEWAY_ERRORS
+
+log = logging.getLogger("tollgate")
+LIFECYCLE = ("load", "configure", "running", "done", "client_disconnected")
+GUARDED = ("http_connect", "requestheaders", "request", "responseheaders", "response", "error")
+GATEWAY_ERROR_MESSAGE = "the gateway failed while handling this call (gateway_error); it was not sent to the provider"
+
+
+class _Withhold:
+    """Stream callable of an answer the gateway will not pass on: swallows the upstream body, ends with ours."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        return [] if chunk else [self.body]
+
+
+def failure_record(flow) -> CallRecord:
+    """The flow's record, or a fresh one when the failure came before classification opened it."""
+    record = record_of(flow)
+    if record is None:
+        path = flow.request.path.split("?", 1)[0] if flow.request else ""
+        try:
+            dialect = dialect_of_path(path)
+        except Exception:
+            dialect = OPENAI
+        peer = flow.client_conn.peername
+        record = CallRecord(id=flow.id, started_at=(flow.request.timestamp_start if flow.request else 0) or time.time(),
+                            client_ip=peer[0] if peer else "", dialect=dialect, endpoint=path[:500])
+        flow.metadata[METADATA_KEY] = record
+    return record
+
+
+class Pipeline:
+    def __init__(self, *steps):
+        self.steps = steps
+        self._hooks = {hook: [(getattr(s, hook), inspect.iscoroutinefunction(getattr(s, hook)),
+                               getattr(s, "always", False), type(s).__name__)
+                              for s in steps if callable(getattr(s, hook, None))]
+                       for hook in GUARDED}
+
+    # Lifecycle: forwarded as they are (a bad configuration must still fail the start loudly).
+    def load(self, loader):
+        internals.install()
+        for step in self.steps:
+            if hasattr(step, "load"):
+                step.load(loader)
+
+    def configure(self, updated):
+        for step in self.steps:
+            if hasattr(step, "configure"):
+                step.configure(updated)
+
+    def running(self):  # sync on purpose: an async running() breaks hot reload of the script
+        for step in self.steps:
+            if hasattr(step, "running"):
+                step.running()
+
+    def done(self):
+        for step in self.steps:
+            if hasattr(step, "done"):
+                try:
+                    step.done()
+                except Exception:
+                    log.exception("tollgate: %s failed while shutting down", type(step).__name__)
+        internals.uninstall()
+
+    def client_disconnected(self, client):
+        for step in self.steps:
+            if hasattr(step, "client_disconnected"):
+                step.client_disconnected(client)
+
+    # Flow hooks: guarded.
+    async def http_connect(self, flow):
+        for hook, is_async, _, name in self._hooks["http_connect"]:
+            try:
+                if is_async:
+                    await hook(flow)
+                else:
+                    hook(flow)
+            except Exception as e:
+                self._report(flow, "connect", name, e, record=None)
+                flow.response = http.Response.make(500, GATEWAY_ERROR_MESSAGE.encode(), {"content-type": "text/plain"})
+                return
+
+    async def requestheaders(self, flow):
+        await self._request_phase(flow, "requestheaders")
+
+    async def request(self, flow):
+        await self._request_phase(flow, "request")
+
+    async def _request_phase(self, flow, stage: str) -> None:
+        for hook, is_async, _, name in self._hooks[stage]:
+            if flow.response or flow.error or not flow.live:
+                return
+            try:
+                if is_async:
+                    await hook(flow)
+                else:
+                    hook(flow)
+            except Exception as e:
+                self.refuse(flow, stage, name, e)
+                return
+
+    def refuse(self, flow, stage: str, step: str, error: Exception) -> None:
+        record = failure_record(flow)
+        self._report(flow, stage, step, error, record)
+        reject(flow, record, 500, GATEWAY_ERROR_MESSAGE, decision=Decision.GATEWAY_ERROR, code="gateway_error")
+        record.reason = f"{step} failed in {stage}: {type(error).__name__}"
+        record.untouched = False
+
+    def responseheaders(self, flow):
+        for hook, _, _, name in self._hooks["responseheaders"]:
+            try:
+                hook(flow)
+            except Exception as e:
+                record = failure_record(flow)
+                self._report(flow, "responseheaders", name, e, record)
+                self._withhold(flow, record, f"{name} failed in responseheaders: {type(e).__name__}")
+                return
+
+    def _withhold(self, flow, record: CallRecord, reason: str) -> None:
+        """The upstream answer is not passed on: the client gets a 500 in its provider's shape instead."""
+        body = error_body(record.dialect, 500, "the gateway failed while handling the provider's answer "
+                                               "(gateway_error)", "gateway_error")
+        response = flow.response
+        response.status_code = 500
+        response.headers.clear()
+        response.headers["content-type"] = "application/json"
+        response.headers["content-length"] = str(len(body))
+        response.stream = _Withhold(body)
+        record.tap = None
+        record.decision, record.reason, record.status = Decision.GATEWAY_ERROR, reason, 500
+        flow.metadata[SYNTHETIC] = True  # what the client gets is the gateway's own answer
+
+    def response(self, flow):
+        self._answer_phase(flow, "response")
+
+    def error(self, flow):
+        self._answer_phase(flow, "error")
+
+    def _answer_phase(self, flow, stage: str) -> None:
+        failed = False
+        for hook, _, always, name in self._hooks[stage]:
+            if failed and not always:
+                continue
+            try:
+                hook(flow)
+            except Exception as e:
+                record = failure_record(flow)
+                self._report(flow, stage, name, e, record)
+                reason = f"{name} failed in {stage}: {type(e).__name__}"
+                if not failed and flow.response is not None and not flow.response.stream and stage == "response":
+                    flow.response = http.Response.make(500, error_body(
+                        record.dialect, 500, "the gateway failed while handling the provider's answer "
+                                             "(gateway_error)", "gateway_error"), {"content-type": "application/json"})
+                    record.status = 500
+                if record.decision != Decision.GATEWAY_ERROR:
+                    record.decision, record.reason = Decision.GATEWAY_ERROR, reason
+                failed = True
+
+    @staticmethod
+    def _report(flow, stage: str, step: str, error: Exception, record: CallRecord | None) -> None:
+        GATEWAY_ERRORS.labels(stage).inc()
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error("tollgate: %s failed in %s for flow %s: %s (message withheld)\n%s", step, stage, flow.id,
+                  type(error).__name__, frames.rstrip())
