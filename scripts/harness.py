@@ -72,7 +72,7 @@ class Gateway:
     """A real mitmdump running addons/gateway.py with its own confdir (and so its own CA), on free ports."""
 
     def __init__(self, workdir: Path, config: dict, reverse: bool = False, extra: tuple[str, ...] = (),
-                 env: dict | None = None, script: bool = True, tool: str = "mitmdump"):
+                 env: dict | None = None, script: bool = True, tool: str = "mitmdump", script_file: Path | None = None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "gateway.yaml"
@@ -82,7 +82,7 @@ class Gateway:
         self.confdir = workdir / "conf"
         self.log = workdir / "mitmdump.log"
         modes = ["--mode", "regular@0"] + (["--mode", f"reverse:https://api.openai.com@{free_port()}"] if reverse else [])
-        gateway = ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tollgate_config={self.config_path}"]
+        gateway = ["-s", str(script_file or ROOT / "addons" / "gateway.py"), "--set", f"tollgate_config={self.config_path}"]
         cmd = [str(BIN / tool), *(gateway if script else []), "--listen-host", "127.0.0.1",
                *modes, "--set", f"confdir={self.confdir}", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,

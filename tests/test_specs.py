@@ -7,6 +7,9 @@ import json
 import pytest
 from mitmproxy.test import taddons, tflow, tutils
 
+from mitmproxy.proxy.layers.http import RequestHeaders, SendHttp
+
+from tollgate import internals
 from tollgate.authenticate import Authenticate
 from tollgate.classify import Classify
 from tollgate.core.config import parse_config
@@ -66,7 +69,10 @@ def test_org_key_goes_in_the_specs_header_and_client_keys_go(type_, host, path, 
     assert flow.response is None, flow.response and flow.response.text
     record = flow.metadata[METADATA_KEY]
     assert (record.consumer, record.provider) == ("alice", "p")
-    assert flow.request.headers[header] == value
+    prefix = value[:-len("ORG")]
+    assert flow.request.headers[header] == prefix + "<p org key>", "the flow (mitmweb, dumps, log) never holds the key"
+    wire = internals._with_credential(SendHttp(RequestHeaders(1, flow.request, False), None)).event.request
+    assert wire.headers[header] == value and wire.host == host
     sent = bytes(flow.request.headers.fields.__repr__(), "utf8") + flow.request.path.encode() + flow.request.content
     assert b"CONSUMER" not in sent
     assert flow.request.host == host and flow.request.path.split("?")[0] == path.split("?")[0]

@@ -22,7 +22,7 @@ from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, ge
 from tollgate.core.providers import split_host
 from tollgate.core.record import METADATA_KEY, CallRecord, Decision
 from tollgate import internals
-from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, reject
+from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, reject, strip_credentials
 
 NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
@@ -35,6 +35,8 @@ def _names(flow) -> list[tuple[str, int]]:
         names.append(split_host(header, request.port))
     if sni := flow.client_conn.sni:
         names.append((sni, request.port))
+    if request.scheme == "http":  # http://api.openai.com is still OpenAI (and refused: it must be https)
+        names = [(host, 443 if port == 80 else port) for host, port in names]
     return names
 
 
@@ -51,6 +53,7 @@ class Classify:
 
     @staticmethod
     def _too_large(flow, message: str) -> None:
+        strip_credentials(flow.request.headers)  # it goes no further, and must not show in the log either
         if (record := flow.metadata.get(METADATA_KEY)) is not None:
             record.status, record.decision, record.reason = 413, Decision.REJECTED, message
             flow.metadata[SYNTHETIC] = True  # the gateway answers it; nothing went upstream
@@ -141,6 +144,11 @@ class Classify:
                 if not isinstance(body, dict):
                     raise BodyError(400, "invalid_json", "request body must be a JSON object")
         except BodyError as e:
+            # Shown as bytes from now on: text views (the log at flow_detail 3+, mitmweb) would choke on it, and a
+            # viewer must not decompress a bomb either.
+            request.headers["content-type"] = "application/octet-stream"
+            if encoding:
+                request.headers["x-refused-content-encoding"] = request.headers.pop("content-encoding")
             return reject(flow, record, e.status, e.message, code=e.code)
         if form:
             record.form = body

@@ -36,7 +36,9 @@ def pending(flow) -> CallRecord | None:
 
 def reject(flow, record: CallRecord, status: int, message: str, *, decision: str = "rejected",
            code: str | None = None, headers: dict | None = None) -> None:
-    """Answers in the provider's error shape, so the client's SDK raises the exception that fits the status."""
+    """Answers in the provider's error shape, so the client's SDK raises the exception that fits the status.
+    Nothing goes upstream, so the client's credentials go no further either (not into logs, dumps or mitmweb)."""
+    strip_credentials(flow.request.headers)
     flow.response = http.Response.make(
         status, error_body(record.dialect, status, message, code),
         {"content-type": "application/json", **(headers or {})},
@@ -48,15 +50,9 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
 
 
 def strip_credentials(headers) -> None:
-    for name in CREDENTIAL_HEADERS:
+    for name in CREDENTIAL_HEADERS + ("proxy-authorization",):
         if name in headers:  # membership first: a missing key makes multidict's pop() raise and catch
             del headers[name]
-
-
-def redact_credentials(headers) -> None:
-    for name in CREDENTIAL_HEADERS:
-        if name in headers:
-            headers[name] = "<redacted>"
 
 
 class StoreHealth:

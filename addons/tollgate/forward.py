@@ -16,7 +16,9 @@ import time
 from tollgate import internals
 from tollgate.core.dialects import error_body, error_event
 from tollgate.core.record import Decision
-from tollgate.flows import pending, record_of, redact_credentials
+from tollgate.flows import pending, record_of
+
+ERROR_CODES = {413: "request_too_large", 502: "upstream_error", 504: "upstream_timeout"}
 
 
 class Forward:
@@ -43,7 +45,8 @@ class Forward:
         # The error hook (Meter) has settled status and reason already; the client gets what the ledger says.
         status = record.status if record.status >= 400 else status
         message = record.reason or f"provider {record.provider} failed: {message}"
-        return status, {"content-type": "application/json"}, error_body(record.dialect, status, message)
+        code = ERROR_CODES.get(status) if record.decision != Decision.UPSTREAM_TIMEOUT else "upstream_timeout"
+        return status, {"content-type": "application/json"}, error_body(record.dialect, status, message, code)
 
     @staticmethod
     def _stream_end(flow, message: str) -> bytes:
@@ -64,11 +67,7 @@ class Forward:
     def responseheaders(self, flow):
         self._disarm(flow)
         record = record_of(flow)
-        if record is None:
-            return
-        if not record.byok:
-            redact_credentials(flow.request.headers)  # sent already: mitmweb and flow dumps never show the org key
-        if not record.untouched and not flow.error:
+        if record is not None and not record.untouched and not flow.error:
             self._arm(flow, self.settings.config.upstream_idle_timeout_s, self._idle)
 
     def response(self, flow):
@@ -76,9 +75,6 @@ class Forward:
 
     def error(self, flow):
         self._disarm(flow)
-        record = record_of(flow)
-        if record is not None and not record.byok:
-            redact_credentials(flow.request.headers)
 
     def _arm(self, flow, seconds: float, check) -> None:
         self._disarm(flow)

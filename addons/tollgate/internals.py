@@ -1,6 +1,9 @@
 """Every piece of mitmproxy's internals tollgate relies on, in one place, checked when the gateway loads.
 
-mitmproxy's addon API has no hook for three things a gateway needs, so they are patched in here:
+mitmproxy's addon API has no hook for four things a gateway needs, so they are patched in here:
+- The org key exists only on the wire: the flow's request (what mitmweb, flow dumps and the log show, at any
+  moment) carries a redacted header, and the key is put into a copy of the request as it is handed to the upstream
+  connection (HTTP/1 and HTTP/2 alike).
 - Errors mitmproxy itself answers (upstream unreachable or cut off, request body too large) are rendered as an
   LLM flow's provider error shape, for HTTP/1 and HTTP/2 clients alike, instead of mitmproxy's HTML page; a stream
   that already started ends with a final error event the SDKs understand.
@@ -15,16 +18,21 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 
 from mitmproxy import ctx, flow as mflow, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
-from mitmproxy.proxy.layers.http._events import (ErrorCode, ResponseData, ResponseEndOfMessage, ResponseHeaders,
-                                                 ResponseProtocolError)
+from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestHeaders, ResponseData, ResponseEndOfMessage,
+                                                 ResponseHeaders, ResponseProtocolError)
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
 from mitmproxy.net.http.http1 import expected_http_body_size
+
+# Requests on their way upstream -> (header, value) to send instead of the redacted one. Weak: a flow that ends
+# takes its entry with it.
+_wire_credentials: "weakref.WeakKeyDictionary[http.Request, tuple[str, str]]" = weakref.WeakKeyDictionary()
 
 _original_handle_event = HttpStream._handle_event
 _original_check_body_size = HttpStream.check_body_size
@@ -51,6 +59,8 @@ def check_shapes() -> None:
             problems.append(f"HttpStream.{name} is gone")
     if "request_body_buf" not in inspect.getsource(HttpStream.__init__):
         problems.append("HttpStream.request_body_buf is gone")
+    if not {"stream_id", "request", "end_stream", "replay_flow"} <= set(RequestHeaders.__dataclass_fields__):
+        problems.append("RequestHeaders(stream_id, request, end_stream, replay_flow) changed")
     if ErrorCode.REQUEST_TOO_LARGE.http_status_code() != 413:
         problems.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
     if not hasattr(http_layer, "HttpLayer"):
@@ -70,7 +80,9 @@ def _handle_event(self, event):
         except StopIteration as stop:
             return stop.value
         reply = None
-        if isinstance(command, SendHttp) and command.connection is self.context.client:
+        if isinstance(command, SendHttp) and isinstance(command.event, RequestHeaders) and _wire_credentials:
+            command = _with_credential(command)
+        elif isinstance(command, SendHttp) and command.connection is self.context.client:
             if isinstance(command.event, ResponseHeaders):
                 self.tollgate_headers_sent = True
             elif isinstance(command.event, ResponseProtocolError):
@@ -83,6 +95,23 @@ def _handle_event(self, event):
                     yield from replacement
                     continue
         reply = yield command
+
+
+def send_with_credential(request: http.Request, header: str, value: str, shown: str) -> None:
+    """The request shows `shown` in `header`; upstream gets `value` there."""
+    request.headers[header] = shown
+    _wire_credentials[request] = (header, value)
+
+
+def _with_credential(command):
+    request = command.event.request
+    credential = _wire_credentials.get(request)
+    if credential is None:
+        return command
+    wire = request.copy()
+    wire.headers[credential[0]] = credential[1]
+    return SendHttp(RequestHeaders(command.event.stream_id, wire, command.event.end_stream,
+                                   command.event.replay_flow), command.connection)
 
 
 def _replace_error(self, event: ResponseProtocolError):

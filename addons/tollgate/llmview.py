@@ -26,12 +26,14 @@ class LLMContentview(contentviews.Contentview):
     def prettify(self, data: bytes, metadata) -> str:
         dialect = self._dialect(metadata) or dialect_of_path(metadata.flow.request.path.split("?")[0])
         if isinstance(metadata.http_message, http.Request):
-            return render_request(dialect, json.loads(data))
-        return render_answer(dialect, data, metadata.content_type or "")
+            text = render_request(dialect, json.loads(data))
+        else:
+            text = render_answer(dialect, data, metadata.content_type or "")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate must not break a view
 
     def render_priority(self, data: bytes, metadata) -> float:
-        if not data or self._dialect(metadata) is None:
-            return -1
+        if not data or self._dialect(metadata) is None or "octet-stream" in (metadata.content_type or ""):
+            return -1  # a body the gate refused as unreadable is shown as bytes
         return 2  # above the JSON view (1) for every LLM call
 
 

@@ -9,6 +9,7 @@ from tollgate.core.config import Config
 from tollgate.core.routing import Route as RouteTo
 from tollgate.core.routing import RouteError, destination, resolve
 from tollgate.flows import pending, reject
+from tollgate.internals import send_with_credential
 
 
 class Route:
@@ -60,4 +61,5 @@ class Route:
                           code="provider_not_configured")
         if key := self._next_key(config, route.provider):  # the client's own key was removed by Authenticate
             header, prefix = route.provider.spec.auth[record.dialect]
-            request.headers[header] = prefix + key
+            # Only the wire sees the key; the flow (mitmweb, dumps, logs) shows whose key it is.
+            send_with_credential(request, header, prefix + key, f"{prefix}<{route.provider.name} org key>")
