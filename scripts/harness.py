@@ -4,9 +4,11 @@ that reach them the way a developer machine does (HTTPS_PROXY and the gateway CA
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import socket
+import ssl
 import sqlite3
 import subprocess
 import sys
@@ -181,6 +183,25 @@ class Gateway:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def raw_request(gw: Gateway, head: str, body: bytes = b"", *, connect: str | None = None, sni: str | None = None,
+                timeout: float = 10) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 request through the proxy, byte for byte: plain (absolute-form head) or, with connect, inside a
+    CONNECT tunnel with the given SNI, trusting the gateway CA."""
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
+    if connect:
+        sock.sendall(f"CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n".encode())
+        assert b" 200 " in sock.recv(4096)
+        context = ssl.create_default_context(cafile=gw.ca)
+        context.check_hostname = False
+        sock = context.wrap_socket(sock, server_hostname=sni)
+    sock.sendall(head.encode("latin-1") + body if isinstance(head, str) else head + body)
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    data = response.read()
+    sock.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
 
 def providers_to(fake: FakeLLM, **extra) -> dict:

@@ -6,10 +6,7 @@ status, in its provider's shape), the ledger row, and that the gateway keeps ser
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
-import socket
-import ssl
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from harness import Gateway, free_port, providers_to
+from harness import Gateway, free_port, providers_to, raw_request
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE = "tg-fc-alice-0123456789"   # group mini: gpt-4o-mini only
@@ -57,25 +54,6 @@ def clean(fake):
 
 def upstream(fake) -> list[dict]:
     return [r for r in fake.requests() if not r["path"].startswith("/_fake")]
-
-
-def raw_request(gw, head: str, body: bytes = b"", *, connect: str | None = None, sni: str | None = None,
-                timeout: float = 10) -> tuple[int, dict, bytes]:
-    """One HTTP/1.1 request through the proxy, byte for byte: plain (absolute-form head) or, with connect, inside a
-    CONNECT tunnel with the given SNI, trusting the gateway CA."""
-    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
-    if connect:
-        sock.sendall(f"CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n".encode())
-        assert b" 200 " in sock.recv(4096)
-        context = ssl.create_default_context(cafile=gw.ca)
-        context.check_hostname = False
-        sock = context.wrap_socket(sock, server_hostname=sni)
-    sock.sendall(head.encode("latin-1") + body if isinstance(head, str) else head + body)
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    data = response.read()
-    sock.close()
-    return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
 
 def post_head(path: str, host: str, body: bytes, headers: dict, absolute: bool = False) -> str:
@@ -395,3 +373,70 @@ def test_limits_hold_and_no_org_key_shows_in_the_log(gw, fake):
     assert send(gw, chat_body(), key=BOB).status_code == 429
     log = gw.logs()
     assert not any(key in log for key in ORG_KEYS + (ALICE, BOB, CAROL))
+
+
+# --- the ledger on a full disk ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the full-disk test needs a small filesystem")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_ledger_on_a_full_disk_alarms_and_closed_refuses(make_gateway, fake, tiny_disk, on_error):
+    port = free_port()
+    gw = make_gateway({"providers": providers_to(fake), "consumers": [{"name": "carol", "key": CAROL}],
+                       "ledger": {"path": str(tiny_disk / "usage.db"), "on_error": on_error}},
+                      extra=("--set", f"tollgate_metrics_port={port}"))
+    client = gw.openai(CAROL)
+    client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    health = f"http://127.0.0.1:{port}/healthz"
+    assert httpx.get(health, trust_env=False).status_code == 200
+    filler = _fill(tiny_disk)
+
+    served = refused = 0
+    for _ in range(6):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO * 50)
+            served += 1
+        except openai.InternalServerError as e:
+            assert e.status_code == 503 and "ledger" in e.message
+            refused += 1
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+    assert "tollgate_ledger_errors_total" in metrics and "tollgate_ledger_errors_total 0.0" not in metrics
+    assert httpx.get(health, trust_env=False).status_code == 503
+    assert gw.logs().count("usage ledger cannot be written") == 1, "logged once per outage"
+    if on_error == "open":
+        assert served == 6
+    else:
+        assert served <= 1 and refused >= 5
+
+    filler.unlink()  # space again: the next row lands and the outage ends
+    for _ in range(2):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        except openai.InternalServerError:
+            pass
+    gw.wait_for(lambda: httpx.get(health, trust_env=False).status_code == 200)
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+    assert "writable again" in gw.logs()

@@ -108,12 +108,13 @@ def test_plain_answer_that_violates_is_replaced_by_a_refusal(gw):
 
 def test_streamed_answer_is_cut_before_the_denied_text_and_ends_cleanly(gw):
     reply = {"x-fake-reply": quote(LEAK), "x-fake-chunk-chars": "2"}
+    mark = gw.mark()
     chunks = list(gw.openai("tg-p-alice").chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "plans?"}], extra_headers=reply, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Our plan is [withheld by policy codenames]"
     assert chunks[-1].choices[0].finish_reason == "content_filter"
-    row = gw.last_row()
+    row = gw.rows_since(mark)[-1]  # written when the upstream stream ends, after the client's cut
     assert (row["moderation"], row["decision"]) == ("codenames:cut", "moderated")
     with gw.anthropic("tg-p-alice").messages.stream(model="claude-sonnet-4-6", max_tokens=50, extra_headers=reply,
                                                     messages=[{"role": "user", "content": "plans?"}]) as stream:

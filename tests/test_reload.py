@@ -82,3 +82,22 @@ def test_jsonl_mirror_and_retention(make_gateway, fake):
     assert len(rows) == 1 and rows[0]["model"] == "gpt-4o-mini" and rows[0]["completion_tokens"] == 12
     gw.wait_for(lambda: not [r for r in gw.rows() if r["id"] == "ancient"], timeout=5)
     assert len(gw.rows()) == 2
+
+
+def test_an_edit_that_drops_every_consumer_is_refused_unless_auth_none_says_so(make_gateway, fake):
+    config = {"providers": providers_to(fake), "consumers": [{"name": "carol", "key": "tg-carol-1"}]}
+    gw = make_gateway(config)
+    stranger = gw.openai("sk-not-a-gateway-key")
+    with pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+
+    gw.write_config({"providers": providers_to(fake)})  # a partial write / bad edit lost the consumers
+    gw.wait_for(lambda: "would turn authentication off" in gw.logs())
+    with pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert gw.openai("tg-carol-1").chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+
+    gw.write_config({"providers": providers_to(fake), "auth": "none"})  # meant: said explicitly
+    gw.wait_for(lambda: "configuration reloaded" in gw.logs())
+    assert stranger.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+    assert gw.last_row()["consumer"] == "anonymous"

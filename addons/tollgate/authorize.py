@@ -20,7 +20,7 @@ class Authorize:
         consumer = record.account
         if consumer is None:  # anonymous: no consumers configured
             return
-        if problem := access_problem(config, consumer, record.requested_model, record.provider):
+        if problem := access_problem(config, consumer, record.requested_model, record.provider, record.endpoint):
             return reject(flow, record, 403, problem, code="model_not_allowed")
         if config.send_user_id and record.dialect == OPENAI and record.body is not None and "messages" in record.body:
             record.body["user"] = user_id(consumer.name)

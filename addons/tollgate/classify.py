@@ -134,7 +134,7 @@ class Classify:
                 if encoding else raw
             if encoding:  # upstream gets exactly the bytes that were checked
                 del request.headers["content-encoding"]
-                request.raw_content = data
+                request.content = data  # (and a Content-Length that says so)
             if not data and request.method.upper() in NO_BODY_METHODS:
                 body = None
             elif form:
@@ -143,18 +143,18 @@ class Classify:
                 body = await off_loop_if(len(data) > THREAD_ABOVE_CHARS, parse_json, data, config.max_json_depth)
                 if not isinstance(body, dict):
                     raise BodyError(400, "invalid_json", "request body must be a JSON object")
+            if form:
+                record.form = body
+            else:
+                record.body = body
+            self._model(record, body or {})
         except BodyError as e:
             # Shown as bytes from now on: text views (the log at flow_detail 3+, mitmweb) would choke on it, and a
             # viewer must not decompress a bomb either.
             request.headers["content-type"] = "application/octet-stream"
-            if encoding:
+            if "content-encoding" in request.headers:
                 request.headers["x-refused-content-encoding"] = request.headers.pop("content-encoding")
             return reject(flow, record, e.status, e.message, code=e.code)
-        if form:
-            record.form = body
-        else:
-            record.body = body
-        self._model(record, body or {})
 
     def _model(self, record: CallRecord, body: dict) -> None:
         path = record.endpoint
@@ -164,8 +164,10 @@ class Classify:
             record.streamed = parts[1] == "streamGenerateContent"
             return
         model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise BodyError(400, "invalid_request", "model must be a string")
         if source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):
             record.requested_model = parts[0]  # Azure: the deployment in the path is what answers
-        elif isinstance(model, str):
+        elif model:
             record.requested_model = model
         record.streamed = body.get("stream") is True

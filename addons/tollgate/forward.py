@@ -59,8 +59,9 @@ class Forward:
     def request(self, flow):
         if not (record := pending(flow)):
             return
-        if record.body_changed:
-            flow.request.text = json.dumps(record.body, ensure_ascii=False, separators=(",", ":"))
+        if record.body_changed:  # UTF-8 JSON whatever the client's Content-Type said (text/plain means latin-1)
+            flow.request.content = json.dumps(record.body, ensure_ascii=False, separators=(",", ":")).encode()
+            flow.request.headers["content-type"] = "application/json"
         flow.request.headers["accept-encoding"] = "identity"
         self._arm(flow, self.settings.config.upstream_timeout_s, self._no_headers)
 

@@ -30,17 +30,25 @@ def key_problem(consumer: Consumer, now: datetime | None = None) -> str:
     return ""
 
 
-def access_problem(config: Config, consumer: Consumer, model: str, provider: str) -> str:
-    """Why the consumer may not call this model at this provider, or '' if it may. The consumer's own lists
-    narrow its group's: both must allow."""
+def access_problem(config: Config, consumer: Consumer, model: str, provider: str, endpoint: str = "") -> str:
+    """Why the consumer may not make this call, or '' if it may. The consumer's own lists narrow its group's: both
+    must allow. Where models are restricted, a call that names no model (files, batches, uploads, fine-tuning,
+    assistants, vector stores: a batch can name any model inside its file) needs its endpoint granted under
+    `endpoints`; where `endpoints` is given, every call's path must match it."""
     group = config.groups.get(consumer.group)
     for scope, rules in (("group " + consumer.group, group), ("consumer " + consumer.name, consumer)):
         if rules is None:
             continue
         if rules.providers is not None and provider not in rules.providers:
             return f"{scope} may not use provider {provider}"
-        if rules.models is not None and model and not any(fnmatchcase(model, p) for p in rules.models):
-            return f"{scope} may not use model {model}"
+        if rules.endpoints is not None and not any(fnmatchcase(endpoint, p) for p in rules.endpoints):
+            return f"{scope} may not call {endpoint}"
+        if rules.models is not None:
+            if model and not any(fnmatchcase(model, p) for p in rules.models):
+                return f"{scope} may not use model {model}"
+            if not model and rules.endpoints is None:
+                return (f"{scope} may use only the models it is given, and {endpoint or 'this call'} names none "
+                        f"(an operator can grant it under endpoints)")
     return ""
 
 

@@ -49,6 +49,7 @@ class Group:
     name: str
     models: tuple[str, ...] | None = None      # glob patterns ("gpt-4o*"); None: any
     providers: tuple[str, ...] | None = None   # provider names; None: any
+    endpoints: tuple[str, ...] | None = None   # path globs ("/v1/files*"); None: any
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Consumer:
     group: str = ""
     models: tuple[str, ...] | None = None      # narrows the group's
     providers: tuple[str, ...] | None = None
+    endpoints: tuple[str, ...] | None = None
     expires: datetime | None = None
     disabled: bool = False
 
@@ -643,9 +645,9 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     groups = {}
     for name, node in _mapping(top.get("groups"), "groups", set(map(str, top.get("groups") or {}))).items():
         path = f"groups.{name}"
-        node = _mapping(node, path, {"models", "providers"})
+        node = _mapping(node, path, {"models", "providers", "endpoints"})
         groups[str(name)] = Group(str(name), _patterns(node, "models", path),
-                                  _provider_names(node, path, providers))
+                                  _provider_names(node, path, providers), _patterns(node, "endpoints", path))
 
     consumer_nodes = [(f"consumers[{i}]", n) for i, n in enumerate(_list(top.get("consumers"), "consumers"))]
     consumers_file = ""
@@ -659,7 +661,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     names: set[str] = set()
     digests: dict[str, str] = {}
     for path, node in consumer_nodes:
-        node = _mapping(node, path, {"name", "key", "key_sha256", "group", "models", "providers", "expires",
+        node = _mapping(node, path, {"name", "key", "key_sha256", "group", "models", "providers", "endpoints", "expires",
                                      "disabled", "created", "rotated", "revoked"})
         name = _str(node.get("name"), f"{path}.name")
         if name in names:
@@ -684,9 +686,10 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         disabled = node.get("disabled", False)
         if not isinstance(disabled, bool):
             raise ConfigError(f"{path}.disabled: expected true or false, got {disabled!r}")
-        consumers.append(Consumer(name, digest, group, _patterns(node, "models", path),
-                                  _provider_names(node, path, providers), _when(node.get("expires"), f"{path}.expires"),
-                                  disabled))
+        consumers.append(Consumer(name, digest, group, models=_patterns(node, "models", path),
+                                  providers=_provider_names(node, path, providers),
+                                  endpoints=_patterns(node, "endpoints", path),
+                                  expires=_when(node.get("expires"), f"{path}.expires"), disabled=disabled))
     ledger = _mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention", "on_error"})
     gateway = _mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout", "max_json_depth",
                                                        "upstream_idle_timeout"})
