@@ -27,7 +27,6 @@ from tollgate.flows import SYNTHETIC, record_of, reject
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
-LIFECYCLE = ("load", "configure", "running", "done", "client_disconnected")
 GUARDED = ("http_connect", "requestheaders", "request", "responseheaders", "response", "error")
 GATEWAY_ERROR_MESSAGE = "the gateway failed while handling this call (gateway_error); it was not sent to the provider"
 
@@ -67,21 +66,23 @@ class Pipeline:
                        for hook in GUARDED}
 
     # Lifecycle: forwarded as they are (a bad configuration must still fail the start loudly).
+    def _each(self, hook: str, *args) -> None:
+        for step in self.steps:
+            if hasattr(step, hook):
+                getattr(step, hook)(*args)
+
     def load(self, loader):
         internals.install()
-        for step in self.steps:
-            if hasattr(step, "load"):
-                step.load(loader)
+        self._each("load", loader)
 
     def configure(self, updated):
-        for step in self.steps:
-            if hasattr(step, "configure"):
-                step.configure(updated)
+        self._each("configure", updated)
 
     def running(self):  # sync on purpose: an async running() breaks hot reload of the script
-        for step in self.steps:
-            if hasattr(step, "running"):
-                step.running()
+        self._each("running")
+
+    def client_disconnected(self, client):
+        self._each("client_disconnected", client)
 
     def done(self):
         for step in self.steps:
@@ -92,23 +93,9 @@ class Pipeline:
                     log.exception("tollgate: %s failed while shutting down", type(step).__name__)
         internals.uninstall()
 
-    def client_disconnected(self, client):
-        for step in self.steps:
-            if hasattr(step, "client_disconnected"):
-                step.client_disconnected(client)
-
     # Flow hooks: guarded.
     async def http_connect(self, flow):
-        for hook, is_async, _, name in self._hooks["http_connect"]:
-            try:
-                if is_async:
-                    await hook(flow)
-                else:
-                    hook(flow)
-            except Exception as e:
-                self._report(flow, "connect", name, e, record=None)
-                flow.response = http.Response.make(500, GATEWAY_ERROR_MESSAGE.encode(), {"content-type": "text/plain"})
-                return
+        await self._request_phase(flow, "http_connect")
 
     async def requestheaders(self, flow):
         await self._request_phase(flow, "requestheaders")
@@ -131,7 +118,7 @@ class Pipeline:
 
     def refuse(self, flow, stage: str, step: str, error: Exception) -> None:
         record = failure_record(flow)
-        self._report(flow, stage, step, error, record)
+        self._report(flow, stage, step, error)
         reject(flow, record, 500, GATEWAY_ERROR_MESSAGE, decision=Decision.GATEWAY_ERROR, code="gateway_error")
         record.reason = f"{step} failed in {stage}: {type(error).__name__}"
         record.untouched = False
@@ -142,7 +129,7 @@ class Pipeline:
                 hook(flow)
             except Exception as e:
                 record = failure_record(flow)
-                self._report(flow, "responseheaders", name, e, record)
+                self._report(flow, "responseheaders", name, e)
                 self._withhold(flow, record, f"{name} failed in responseheaders: {type(e).__name__}")
                 return
 
@@ -175,7 +162,7 @@ class Pipeline:
                 hook(flow)
             except Exception as e:
                 record = failure_record(flow)
-                self._report(flow, stage, name, e, record)
+                self._report(flow, stage, name, e)
                 reason = f"{name} failed in {stage}: {type(e).__name__}"
                 if not failed and flow.response is not None and not flow.response.stream and stage == "response":
                     flow.response = http.Response.make(500, error_body(
@@ -187,7 +174,7 @@ class Pipeline:
                 failed = True
 
     @staticmethod
-    def _report(flow, stage: str, step: str, error: Exception, record: CallRecord | None) -> None:
+    def _report(flow, stage: str, step: str, error: Exception) -> None:
         GATEWAY_ERRORS.labels(stage).inc()
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("tollgate: %s failed in %s for flow %s: %s (message withheld)\n%s", step, stage, flow.id,
