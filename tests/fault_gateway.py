@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "addons"))
 
 import gateway  # noqa: E402
+from tollgate.flows import record_of  # noqa: E402
 from tollgate.pipeline import Pipeline  # noqa: E402
 
 SECRET_IN_MESSAGE = "sk-fault-secret-0123456789"
@@ -49,7 +50,7 @@ class _BrokenEditor:
 
 def _with_broken_tap(plain, flow):  # not named like a hook: mitmproxy calls a script's module-level hooks
     plain(flow)
-    record = flow.metadata.get("tollgate")
+    record = record_of(flow)
     if _fault(flow, "Stream.tap") and record is not None and record.tap is not None:
         record.tap.editor = _BrokenEditor()
 

@@ -6,7 +6,8 @@ from mitmproxy.contentviews import Metadata
 from mitmproxy.test import tflow, tutils
 
 from tollgate.core.conversation import render_answer, render_request
-from tollgate.core.record import METADATA_KEY, CallRecord
+from tollgate.core.record import CallRecord
+from tollgate.flows import open_record
 from tollgate.llmview import LLMContentview
 
 OPENAI_STREAM = b"".join(
@@ -25,7 +26,7 @@ ANTHROPIC_STREAM = (
 
 def flow_with(dialect: str, path: str):
     flow = tflow.tflow(req=tutils.treq(path=path.encode()), resp=True)
-    flow.metadata[METADATA_KEY] = CallRecord(id="x", started_at=0, client_ip="", dialect=dialect, endpoint=path)
+    open_record(flow, CallRecord(id="x", started_at=0, client_ip="", dialect=dialect, endpoint=path))
     return flow
 
 

@@ -13,7 +13,7 @@ from tollgate import internals
 from tollgate.authenticate import Authenticate
 from tollgate.classify import Classify
 from tollgate.core.config import parse_config
-from tollgate.core.record import METADATA_KEY
+from tollgate.flows import record_of
 from tollgate.pipeline import Pipeline
 from tollgate.route import Route
 from tollgate.stream import Stream
@@ -67,7 +67,7 @@ def test_org_key_goes_in_the_specs_header_and_client_keys_go(type_, host, path, 
     with taddons.context(pipeline):
         run(pipeline, flow)
     assert flow.response is None, flow.response and flow.response.text
-    record = flow.metadata[METADATA_KEY]
+    record = record_of(flow)
     assert (record.consumer, record.provider) == ("alice", "p")
     prefix = value[:-len("ORG")]
     assert flow.request.headers[header] == prefix + "<p org key>", "the flow (mitmweb, dumps, log) never holds the key"
@@ -85,4 +85,4 @@ def test_plain_http_to_other_hosts_passes_unchanged():
     pipeline = Pipeline(Classify(settings), Route(settings))
     with taddons.context(pipeline):
         run(pipeline, flow)
-    assert METADATA_KEY not in flow.metadata and flow.request.headers["authorization"] == "Bearer mine"
+    assert record_of(flow) is None and flow.request.headers["authorization"] == "Bearer mine"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tollgate.core.record import METADATA_KEY
 from tollgate.flows import record_of
 
 MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
@@ -15,6 +16,7 @@ class Annotate:
 
     def response(self, flow):
         if record := record_of(flow):
+            flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
             flow.comment = record.comment()
             flow.marked = MARKERS.get(record.decision, ":see_no_evil:" if record.masked else "")
 

@@ -1,59 +1,99 @@
 """Who is calling: the consumer whose gateway key the request carries, from any header an SDK uses, Gemini's ?key=,
-or proxy authentication (HTTPS_PROXY=http://alice:KEY@gateway:8080). Without consumers configured, everyone is
-'anonymous'. Missing, unknown, expired and disabled keys are refused with 401; a real provider key is refused with a
-hint to use the gateway key, or forwarded untouched as 'byok' when unknown_keys is passthrough."""
+a WebSocket subprotocol (openai-insecure-api-key.KEY), or proxy authentication (HTTPS_PROXY=http://alice:KEY@
+gateway:8080). Without consumers configured, everyone is 'anonymous'. Missing, unknown, expired and disabled keys
+are refused with 401; a real provider key is refused with a hint to use the gateway key, or forwarded as 'byok'
+when unknown_keys is passthrough.
+
+Keys leave the flow as soon as its headers arrive (requestheaders), before mitmweb, the log or a flow dump can show
+them; Proxy-Authorization is consumed on every flow, LLM call or not, and never goes upstream. A byok key goes
+upstream on the wire only (see internals.send_with_credential)."""
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+
 from tollgate.core.access import key_problem, looks_like_provider_key, proxy_credentials
-from tollgate.core.credentials import client_key, find_consumer, without_key_param
+from tollgate.core.credentials import client_key, find_consumer, websocket_key, without_key_param
 from tollgate.core.providers import CREDENTIAL_HEADERS
-from tollgate.flows import pending, reject, strip_credentials
+from tollgate.core.record import Decision
+from tollgate.flows import pending, record_of, reject, strip_credentials
+from tollgate.internals import send_with_credential
 
 CHECKED_HEADERS = CREDENTIAL_HEADERS + ("proxy-authorization",)
+
+
+@dataclass
+class Presented:
+    """What a request presented, taken out of the flow."""
+    key: str = ""
+    proxy_user: tuple[str, str] | None = None
+    header: str = ""          # where the key was (for a byok key that goes on upstream)
+    value: str = ""
+    query: str = ""           # the query with ?key= (byok on Gemini)
 
 
 class Authenticate:
     def __init__(self, settings):
         self.settings = settings
         self._proxy_auth: dict[str, tuple[str, str]] = {}  # client connection id -> (user, key) of its CONNECT
+        self._presented: "weakref.WeakKeyDictionary[object, Presented]" = weakref.WeakKeyDictionary()
 
     def http_connect(self, flow):
-        if credentials := proxy_credentials(flow.request.headers.get("proxy-authorization", "")):
+        header = flow.request.headers.pop("proxy-authorization", "")
+        if credentials := proxy_credentials(header):
             self._proxy_auth[flow.client_conn.id] = credentials
 
     def client_disconnected(self, client):
         self._proxy_auth.pop(client.id, None)
 
-    def request(self, flow):
-        if not (record := pending(flow)):
-            return
+    def requestheaders(self, flow):
         request = flow.request
         for name in CHECKED_HEADERS:  # a key is printable ASCII; anything else would be read differently downstream
             values = request.headers.get_all(name)
-            if len(values) > 1:
-                return reject(flow, record, 400, f"more than one {name} header", code="invalid_request")
-            if values and not (values[0].isascii() and values[0].isprintable()):
-                return reject(flow, record, 400, f"the {name} header holds bytes that are not printable ASCII",
-                              code="invalid_request")
-        # Plain-HTTP proxy requests carry Proxy-Authorization themselves; it must never go upstream.
-        header = request.headers.get("proxy-authorization", "")
-        if header:
-            del request.headers["proxy-authorization"]
+            problem = (f"more than one {name} header" if len(values) > 1 else
+                       f"the {name} header holds bytes that are not printable ASCII"
+                       if values and not (values[0].isascii() and values[0].isprintable()) else "")
+            if problem:
+                strip_credentials(request.headers)
+                if record := record_of(flow):
+                    return reject(flow, record, 400, problem, code="invalid_request")
+                return
+        presented = Presented(proxy_user=proxy_credentials(request.headers.pop("proxy-authorization", "")))
+        if not (record := pending(flow)):
+            return
         path, _, query = request.path.partition("?")
-        key = client_key(request.headers, query)
-        self._identify(flow, record, header, key)
-        if not record.byok:  # the client's key goes no further: not upstream, not into logs or mitmweb
-            strip_credentials(request.headers)
-            if "key=" in query:
-                request.path = path + (f"?{q}" if (q := without_key_param(query)) else "")
+        presented.key = client_key(request.headers, query)
+        presented.header = next((name for name in CREDENTIAL_HEADERS if request.headers.get(name, "").strip()), "")
+        presented.value = request.headers.get(presented.header, "") if presented.header else ""
+        if not presented.key and (protocols := request.headers.get("sec-websocket-protocol")):
+            presented.key, rest = websocket_key(protocols)
+            if presented.key:
+                request.headers["sec-websocket-protocol"] = rest
+        strip_credentials(request.headers)
+        if "key=" in query:
+            presented.query = query
+            request.path = path + (f"?{q}" if (q := without_key_param(query)) else "")
+        self._presented[flow] = presented
 
-    def _identify(self, flow, record, header: str, key: str) -> None:
+    def request(self, flow):
+        if not (record := pending(flow)):
+            return
+        presented = self._presented.pop(flow, None) or Presented()
+        self._identify(flow, record, presented)
+        if record.byok and not flow.response:  # the client's own key goes on, on the wire only
+            if presented.header:
+                send_with_credential(flow.request, presented.header, presented.value, "<client's own key>")
+            elif presented.query:
+                flow.request.path = flow.request.path.partition("?")[0] + "?" + presented.query
+
+    def _identify(self, flow, record, presented: Presented) -> None:
         config = self.settings.config
         if not config.auth_required:
             record.consumer = "anonymous"
             return
-        proxy_user = proxy_credentials(header) or self._proxy_auth.get(flow.client_conn.id)
+        proxy_user = presented.proxy_user or self._proxy_auth.get(flow.client_conn.id)
+        key = presented.key
 
         consumer = None
         if proxy_user:  # proxy authentication names the consumer; the SDK's own key is then a placeholder
@@ -70,7 +110,8 @@ class Authenticate:
         if consumer is None:
             if config.unknown_keys == "passthrough":  # Route leaves the client's key in place
                 record.consumer, record.byok = "byok", True
-                record.decision, record.reason = "byok", "client's own provider key forwarded"
+                record.byok_key = key
+                record.decision, record.reason = Decision.BYOK, "client's own provider key forwarded"
                 return
             if looks_like_provider_key(key):
                 return reject(flow, record, 401, "this is a provider API key, which the gateway does not accept: "

@@ -43,7 +43,7 @@ class CacheLookup:
         record.cache_key = cache_key(
             provider=record.provider, dialect=record.dialect, path=record.endpoint, model=record.model,
             streamed=record.streamed, body=record.body,
-            tenant_id=tenant(config.scope, record.consumer, record.group))
+            tenant_id=tenant(config.scope, record.consumer, record.group, record.byok_key))
         if directive == "refresh":
             return
         try:

@@ -20,9 +20,10 @@ from tollgate.core.access import unapproved_entry
 from tollgate.core.body import BodyError, decode, is_form_endpoint, parse_form, parse_json
 from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, gemini_path_parts
 from tollgate.core.providers import split_host
-from tollgate.core.record import METADATA_KEY, CallRecord, Decision
+from tollgate.core.record import CallRecord, Decision
 from tollgate import internals
-from tollgate.flows import SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, reject, strip_credentials
+from tollgate.flows import (SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, open_record, pending, record_of, reject,
+                            strip_credentials)
 
 NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
@@ -54,13 +55,13 @@ class Classify:
     @staticmethod
     def _too_large(flow, message: str) -> None:
         strip_credentials(flow.request.headers)  # it goes no further, and must not show in the log either
-        if (record := flow.metadata.get(METADATA_KEY)) is not None:
+        if (record := record_of(flow)) is not None:
             record.status, record.decision, record.reason = 413, Decision.REJECTED, message
             flow.metadata[SYNTHETIC] = True  # the gateway answers it; nothing went upstream
 
     def is_gate_flow(self, flow) -> bool:
         """Does the gateway own this flow (decided from the request head alone)? Its body limit then applies."""
-        if METADATA_KEY in flow.metadata or isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+        if record_of(flow) is not None or isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return True
         config = self.settings.config
         path = flow.request.path.split("?", 1)[0]
@@ -77,11 +78,10 @@ class Classify:
             endpoint=path,
             source=source,
         )
-        flow.metadata[METADATA_KEY] = record
-        return record
+        return open_record(flow, record)
 
     def requestheaders(self, flow):
-        if flow.response or flow.error or METADATA_KEY in flow.metadata:
+        if flow.response or flow.error or record_of(flow) is not None:
             return
         config = self.settings.config
         path = flow.request.path.split("?", 1)[0]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from mitmproxy import http
 
 from tollgate.core.dialects import error_body
 from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.store import StoreError
-from tollgate.core.record import METADATA_KEY, CallRecord
+from tollgate.core.record import CallRecord
 
 SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
 THREAD_ABOVE_CHARS = 50_000  # prompts larger than this are scanned and counted off the event loop
@@ -21,8 +22,19 @@ async def off_loop_if(large: bool, fn, *args):
     return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
+# flow -> its call record. Outside flow.metadata on purpose: what is in the flow is serialised into flow dumps and
+# mitmweb saves, and the record holds the parsed prompt and other things that must not be (Annotate puts the
+# finished record's ledger row into flow.metadata instead). Weak: a flow that is dropped takes its record along.
+_records: "weakref.WeakKeyDictionary[object, CallRecord]" = weakref.WeakKeyDictionary()
+
+
 def record_of(flow) -> CallRecord | None:
-    return flow.metadata.get(METADATA_KEY)
+    return _records.get(flow)
+
+
+def open_record(flow, record: CallRecord) -> CallRecord:
+    _records[flow] = record
+    return record
 
 
 def pending(flow) -> CallRecord | None:
@@ -30,7 +42,7 @@ def pending(flow) -> CallRecord | None:
     request-phase hooks); None for other flows, answered flows and flows forwarded untouched."""
     if flow.response or flow.error or not flow.live:
         return None
-    record = flow.metadata.get(METADATA_KEY)
+    record = _records.get(flow)
     return None if record is None or record.untouched else record
 
 

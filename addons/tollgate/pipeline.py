@@ -22,8 +22,8 @@ from mitmproxy import http
 
 from tollgate import internals
 from tollgate.core.dialects import OPENAI, dialect_of_path, error_body
-from tollgate.core.record import METADATA_KEY, CallRecord, Decision
-from tollgate.flows import SYNTHETIC, record_of, reject
+from tollgate.core.record import CallRecord, Decision
+from tollgate.flows import SYNTHETIC, open_record, record_of, reject, strip_credentials
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
@@ -53,7 +53,7 @@ def failure_record(flow) -> CallRecord:
         peer = flow.client_conn.peername
         record = CallRecord(id=flow.id, started_at=(flow.request.timestamp_start if flow.request else 0) or time.time(),
                             client_ip=peer[0] if peer else "", dialect=dialect, endpoint=path[:500])
-        flow.metadata[METADATA_KEY] = record
+        open_record(flow, record)
     return record
 
 
@@ -98,6 +98,9 @@ class Pipeline:
         await self._request_phase(flow, "http_connect")
 
     async def requestheaders(self, flow):
+        if flow.error:  # refused by mitmproxy itself (bad framing): nothing goes upstream, no key shows anywhere
+            strip_credentials(flow.request.headers)
+            return
         await self._request_phase(flow, "requestheaders")
 
     async def request(self, flow):

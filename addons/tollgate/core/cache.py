@@ -14,7 +14,11 @@ IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "saf
 SCOPES = ("consumer", "group", "global")
 
 
-def tenant(scope: str, consumer: str, group: str) -> str:
+def tenant(scope: str, consumer: str, group: str, byok_key: str = "") -> str:
+    """Whose entries a call may read. A call with the client's own provider key is its own tenant whatever the scope
+    (one per key: every byok caller is consumer 'byok', and a garbage key must not read a real key's answers)."""
+    if byok_key:
+        return "byok:" + hashlib.sha256(byok_key.encode()).hexdigest()
     if scope == "global":
         return "*"
     if scope == "group" and group:

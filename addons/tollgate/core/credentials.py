@@ -23,6 +23,16 @@ def client_key(headers, query: str) -> str:
     return ""
 
 
+WEBSOCKET_KEY_PREFIX = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket: the key rides here
+
+
+def websocket_key(protocols: str) -> tuple[str, str]:
+    """(key, the Sec-WebSocket-Protocol value without it) of a WebSocket handshake; ('', protocols) if none."""
+    items = [p.strip() for p in protocols.split(",") if p.strip()]
+    key = next((p[len(WEBSOCKET_KEY_PREFIX):] for p in items if p.startswith(WEBSOCKET_KEY_PREFIX)), "")
+    return key, ", ".join(p for p in items if not p.startswith(WEBSOCKET_KEY_PREFIX))
+
+
 def without_key_param(query: str) -> str:
     return "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] != "key")
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-METADATA_KEY = "tollgate"
+METADATA_KEY = "tollgate"  # flow.metadata key of the finished call's ledger row (flow dumps, mitmweb)
 
 
 class Decision(StrEnum):
@@ -65,6 +65,7 @@ class CallRecord:
     body: dict | None = transient()   # the request's JSON, parsed once
     form: dict | None = transient()   # the text fields of a form upload (audio transcription, files)
     account: object = transient()           # the Consumer entry the key belongs to
+    byok_key: str = transient("")           # the client's own provider key (byok): its cache tenant
     untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     cache_key: str = transient("")
     cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache
@@ -82,7 +83,10 @@ class CallRecord:
         return self.prompt_tokens + self.completion_tokens
 
     def row(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("transient")}
+        """The stored fields as plain values (the ledger row, and what a flow dump keeps)."""
+        row = {name: getattr(self, name) for name in _STORED}
+        row["decision"] = str(row["decision"])
+        return row
 
     def comment(self) -> str:
         """What mitmweb shows in the comment column: alice · gpt-4o-mini · 812→96 tok · 200"""
@@ -104,6 +108,9 @@ class CallRecord:
         if self.decision not in ("forwarded", "cached"):
             parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
         return " · ".join(parts)
+
+
+_STORED = tuple(f.name for f in dataclasses.fields(CallRecord) if not f.metadata.get("transient"))
 
 
 def stored_columns() -> dict[str, str]:
