@@ -256,6 +256,51 @@ async def gemini(request: web.Request) -> web.StreamResponse:
     return await sse(request, events, delay)
 
 
+async def record_any(request: web.Request) -> dict:
+    """Records a request of any kind (multipart uploads, GETs, a third-party host's traffic)."""
+    raw = await request.read()
+    body: object
+    if request.content_type == "multipart/form-data":
+        body = {"_form": raw.decode("utf-8", "replace")[:2000]}
+    else:
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")[:2000]}
+    seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers), "body": body,
+                 "at": time.time()})
+    return body if isinstance(body, dict) else {}
+
+
+async def files(request: web.Request) -> web.Response:
+    await record_any(request)
+    file_id = request.match_info.get("file_id") or "file-fake1"
+    if request.method == "DELETE":
+        return web.json_response({"id": file_id, "object": "file", "deleted": True})
+    if request.path.endswith("/content"):
+        return web.Response(body=b'{"custom_id": "1"}\n', content_type="application/octet-stream")
+    return web.json_response({"id": file_id, "object": "file", "bytes": 1, "created_at": 0, "filename": "x.jsonl",
+                              "purpose": "batch", "status": "processed"})
+
+
+async def batches(request: web.Request) -> web.Response:
+    body = await record_any(request)
+    return web.json_response({"id": "batch_fake1", "object": "batch", "endpoint": body.get("endpoint", ""),
+                              "input_file_id": body.get("input_file_id", ""), "completion_window": "24h",
+                              "status": "validating", "created_at": 0})
+
+
+async def transcriptions(request: web.Request) -> web.Response:
+    await record_any(request)
+    return web.json_response({"text": "hello from the fake transcriber"})
+
+
+async def anything(request: web.Request) -> web.Response:
+    """Any other path: recorded and answered, so a test can see what a third-party host received."""
+    await record_any(request)
+    return web.json_response({"ok": True, "path": request.path})
+
+
 async def list_seen(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         seen.clear()
@@ -272,6 +317,12 @@ def make_app() -> web.Application:
     app.router.add_post(r"/{prefix:.*}embeddings", embeddings)
     app.router.add_post(r"/{prefix:.*}messages", messages)
     app.router.add_get(r"/{prefix:.*}models", models)
+    app.router.add_route("*", r"/{prefix:.*}files/{file_id:[^/]+}/content", files)
+    app.router.add_route("*", r"/{prefix:.*}files/{file_id:[^/]+}", files)
+    app.router.add_route("*", r"/{prefix:.*}files", files)
+    app.router.add_post(r"/{prefix:.*}batches", batches)
+    app.router.add_post(r"/{prefix:.*}audio/transcriptions", transcriptions)
+    app.router.add_route("*", r"/{tail:.*}", anything)
     return app
 
 

@@ -32,23 +32,25 @@ def key_problem(consumer: Consumer, now: datetime | None = None) -> str:
 
 def access_problem(config: Config, consumer: Consumer, model: str, provider: str, endpoint: str = "") -> str:
     """Why the consumer may not make this call, or '' if it may. The consumer's own lists narrow its group's: both
-    must allow. Where models are restricted, a call that names no model (files, batches, uploads, fine-tuning,
-    assistants, vector stores: a batch can name any model inside its file) needs its endpoint granted under
-    `endpoints`; where `endpoints` is given, every call's path must match it."""
+    must allow. `models` governs calls that name a model (a multipart form's `model` field counts); `endpoints`
+    (path globs) governs calls that name none (files, batches, uploads, fine-tuning, assistants, vector stores: a
+    batch can name any model inside its file). Without `endpoints`, a scope that restricts models allows no such
+    call, and a scope that restricts nothing allows every one."""
     group = config.groups.get(consumer.group)
     for scope, rules in (("group " + consumer.group, group), ("consumer " + consumer.name, consumer)):
         if rules is None:
             continue
         if rules.providers is not None and provider not in rules.providers:
             return f"{scope} may not use provider {provider}"
-        if rules.endpoints is not None and not any(fnmatchcase(endpoint, p) for p in rules.endpoints):
-            return f"{scope} may not call {endpoint}"
-        if rules.models is not None:
-            if model and not any(fnmatchcase(model, p) for p in rules.models):
+        if model:
+            if rules.models is not None and not any(fnmatchcase(model, p) for p in rules.models):
                 return f"{scope} may not use model {model}"
-            if not model and rules.endpoints is None:
-                return (f"{scope} may use only the models it is given, and {endpoint or 'this call'} names none "
-                        f"(an operator can grant it under endpoints)")
+        elif rules.endpoints is not None:
+            if not any(fnmatchcase(endpoint, p) for p in rules.endpoints):
+                return f"{scope} may not call {endpoint} (it names no model; an operator can grant it under endpoints)"
+        elif rules.models is not None:
+            return (f"{scope} may use only the models it is given, and {endpoint or 'this call'} names none "
+                    f"(an operator can grant it under endpoints)")
     return ""
 
 
