@@ -26,11 +26,13 @@ from tollgate.meter import Meter  # noqa: E402
 from tollgate.metrics import Metrics  # noqa: E402
 from tollgate.pipeline import Pipeline  # noqa: E402
 from tollgate.prompts import Prompts  # noqa: E402
+from tollgate.realtime import Realtime  # noqa: E402
 from tollgate.route import Route  # noqa: E402
 from tollgate.settings import Settings  # noqa: E402
 from tollgate.stream import Stream  # noqa: E402
 
 settings = Settings()
+admit, settle = Admit(settings), Settle(settings)  # limits act at two places (and in realtime sessions)
 
 addons = [
     settings,                     # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
@@ -41,14 +43,15 @@ addons = [
         Prompts(settings),        # template calls expanded (400 if unknown), decorators add their messages
         Route(settings),          # provider + model mapping, destination rewrite, org key injected (503 without one)
         Authorize(settings),      # may this consumer use this model at this provider? (403)
+        Realtime(settings, admit, settle),  # WebSocket sessions: events guarded, each response reserved and settled
         Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
-        Admit(settings),          # rate limits and budgets: reserve the worst case, or 429 with retry-after
+        admit,                    # rate limits and budgets: reserve the worst case, or 429 with retry-after
         CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
         Stream(),                 # ask for stream usage; stream SSE through a metering tap
         Forward(settings),        # serialise the body once; watch the provider: 502/504, silence mid-answer
         AnswerGuard(settings),    # masked originals back into the answer; moderation refuses or cuts (streams)
         Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
-        Settle(settings),         # limits: the reservation corrected to what the call used
+        settle,                   # limits: the reservation corrected to what the call used
         CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
         Annotate(),               # mitmweb: comment and marker
         LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)

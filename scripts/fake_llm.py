@@ -295,6 +295,35 @@ async def transcriptions(request: web.Request) -> web.Response:
     return web.json_response({"text": "hello from the fake transcriber"})
 
 
+REALTIME_USAGE = {"input_tokens": 7, "output_tokens": 5}
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    """OpenAI's Realtime API over WebSocket, text only: every response.create gets a short answer streamed as text
+    deltas and a response.done with usage (input 7, output 5). Client events are recorded as requests."""
+    if request.headers.get("upgrade", "").lower() != "websocket":
+        return await anything(request)
+    seen.append({"method": "WS", "path": request.path_qs, "headers": dict(request.headers), "body": {}, "at": time.time()})
+    ws = web.WebSocketResponse(protocols=("realtime",))
+    await ws.prepare(request)
+    await ws.send_json({"type": "session.created", "session": {"model": request.query.get("model", "")}})
+    count = 0
+    async for msg in ws:
+        if msg.type != web.WSMsgType.TEXT:
+            continue
+        event = json.loads(msg.data)
+        seen.append({"method": "WS-MESSAGE", "path": request.path, "headers": {}, "body": event, "at": time.time()})
+        if event.get("type") == "response.create":
+            count += 1
+            rid = f"resp_fake{count}"
+            await ws.send_json({"type": "response.created", "response": {"id": rid}})
+            for word in ("hello", " from", " realtime"):
+                await ws.send_json({"type": "response.output_text.delta", "response_id": rid, "delta": word})
+            await ws.send_json({"type": "response.done", "response": {"id": rid, "status": "completed",
+                                                                       "usage": {**REALTIME_USAGE, "total_tokens": 12}}})
+    return ws
+
+
 async def anything(request: web.Request) -> web.Response:
     """Any other path: recorded and answered, so a test can see what a third-party host received."""
     await record_any(request)
@@ -322,6 +351,7 @@ def make_app() -> web.Application:
     app.router.add_route("*", r"/{prefix:.*}files", files)
     app.router.add_post(r"/{prefix:.*}batches", batches)
     app.router.add_post(r"/{prefix:.*}audio/transcriptions", transcriptions)
+    app.router.add_get(r"/{prefix:.*}realtime", realtime)
     app.router.add_route("*", r"/{tail:.*}", anything)
     return app
 

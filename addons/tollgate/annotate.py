@@ -15,10 +15,13 @@ class Annotate:
     always = True  # bookkeeping: runs even after another step failed
 
     def response(self, flow):
-        if record := record_of(flow):
+        if (record := record_of(flow)) and not record.session_open:
             flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
             flow.comment = record.comment()
             flow.marked = MARKERS.get(record.decision, ":see_no_evil:" if record.masked else "")
 
     def error(self, flow):
+        self.response(flow)
+
+    def websocket_end(self, flow):  # a WebSocket session's row, once it ends
         self.response(flow)

@@ -13,6 +13,7 @@ other step sees it. What goes upstream is the body that was checked, uncompresse
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qsl
 
 from mitmproxy.proxy import mode_specs
 
@@ -147,7 +148,7 @@ class Classify:
                 record.form = body
             else:
                 record.body = body
-            self._model(record, body or {})
+            self._model(record, body or dict(parse_qsl(request.path.partition("?")[2])))
         except BodyError as e:
             # Shown as bytes from now on: text views (the log at flow_detail 3+, mitmweb) would choke on it, and a
             # viewer must not decompress a bomb either.
@@ -163,7 +164,7 @@ class Classify:
             record.requested_model = parts[0]
             record.streamed = parts[1] == "streamGenerateContent"
             return
-        model = body.get("model")
+        model = body.get("model", body.get("deployment"))  # Azure realtime names its deployment in the query
         if model is not None and not isinstance(model, str):
             raise BodyError(400, "invalid_request", "model must be a string")
         if source is not None and source.spec.deployment_paths and (parts := azure_path_parts(path)):

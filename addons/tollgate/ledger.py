@@ -70,7 +70,7 @@ class Ledger:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None or record.written:
+        if record is None or record.written or record.session_open:
             return
         record.written = True
         try:
@@ -87,6 +87,9 @@ class Ledger:
             health.ledger_ok = True
 
     def error(self, flow):
+        self.response(flow)
+
+    def websocket_end(self, flow):  # a WebSocket session's row, once it ends
         self.response(flow)
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from tollgate.core import limits as core
+from tollgate.core.record import Decision
 from tollgate.core.store import StoreError
 from tollgate.flows import (SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject,
                             spawn_store_write, store_health)
@@ -42,20 +43,31 @@ class Admit:
         if not (record := pending(flow)):
             return
         config = self.settings.config
-        if not config.limits.limits:
-            return
+        big = len(flow.request.raw_content or b"") > THREAD_ABOVE_CHARS
         model = record.model or record.requested_model
-        call = core.Call(record.consumer, record.group, record.client_ip, model, flow.request.headers)
+        args = (record.endpoint, model, record.body, config.limits.default_max_tokens)
+        refusal = await self.admit(record, flow.request.headers,
+                                   lambda: off_loop_if(big, core.reservation, *args))
+        if refusal is not None:
+            reject(flow, record, *refusal[:2], decision=refusal[2], code=refusal[3], headers=refusal[4])
+
+    async def admit(self, record, headers, estimate) -> tuple | None:
+        """Reserves a call's worst case on every limit that applies, all or none (record.reservations then holds
+        them, record.limit_headers the x-ratelimit-* headers). estimate: async () -> (prompt, output tokens).
+        Returns None when admitted, else the refusal: (status, message, decision, code, headers)."""
+        config = self.settings.config
+        if not config.limits.limits:
+            return None
+        model = record.model or record.requested_model
+        call = core.Call(record.consumer, record.group, record.client_ip, model, headers)
         now = time.time()
         applicable = [(limit, core.counter_key(limit, value, now)) for limit in config.limits.limits
                       if (value := core.subject(limit, call)) is not None]
         if not applicable:
-            return
+            return None
         costs = {"requests": 1}
         if any(limit.kind != "requests" for limit, _ in applicable):
-            args = (record.endpoint, model, record.body, config.limits.default_max_tokens)
-            big = len(flow.request.raw_content or b"") > THREAD_ABOVE_CHARS
-            prompt, output = await off_loop_if(big, core.reservation, *args)
+            prompt, output = await estimate()
             costs["tokens"] = prompt + output
             costs["usd"] = _micro(config.prices.cost(model, prompt, output))
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
@@ -66,19 +78,20 @@ class Admit:
             store_health.failed(e)
             record.limited_by = "store unavailable"
             if config.limits.on_store_error == "closed":
-                reject(flow, record, 503, "rate limits cannot be checked right now (shared store unavailable)",
-                       decision="limited", code="store_unavailable", headers={"retry-after": "1"})
-            return  # open: served uncounted (a reservation that did go through expires with its window)
+                return (503, "rate limits cannot be checked right now (shared store unavailable)",
+                        Decision.LIMITED, "store_unavailable", {"retry-after": "1"})
+            return None  # open: served uncounted (a reservation that did go through expires with its window)
         headers = core.rate_headers([(limit, state) for (limit, _), state in zip(applicable, states)], now)
         refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
         if refused:
-            return self._refuse(flow, record, refused, costs, headers, now)
+            return self._refusal(record, refused, costs, headers, now)
         record.reservations = [Reservation(limit, c, state.slot)
                                for (limit, _), c, state in zip(applicable, counters, states)]
         record.limit_headers = headers
+        return None
 
     @staticmethod
-    def _refuse(flow, record, refused, costs, headers, now) -> None:
+    def _refusal(record, refused, costs, headers, now) -> tuple:
         waits = [(core.retry_after_ms(limit, state, costs[limit.kind], now), limit) for limit, state in refused]
         never = [limit for wait, limit in waits if wait is None]
         wait_ms, limit = max(waits, key=lambda w: w[0] or 0) if not never else (None, never[0])
@@ -97,9 +110,9 @@ class Admit:
             headers |= {"retry-after": str(max(1, math.ceil(wait_ms / 1000))), "retry-after-ms": str(wait_ms)}
         if budget or never:
             headers["x-should-retry"] = "false"
-        reject(flow, record, limit.status, message, decision="over_budget" if budget else "limited",
-               code="insufficient_quota" if budget else "rate_limit_exceeded", headers=headers)
         record.limited_by = limit.rule
+        return (limit.status, message, Decision.OVER_BUDGET if budget else Decision.LIMITED,
+                "insufficient_quota" if budget else "rate_limit_exceeded", headers)
 
     def responseheaders(self, flow):
         record = record_of(flow)
@@ -125,11 +138,13 @@ class Settle:
         reservations, record.reservations = record.reservations, None  # once per call
         counts = self.settings.config.limits.cache_hits
         hit = record.cache == "hit"
-        actual = {
-            "requests": 0 if hit and counts == "none" else 1,
-            "tokens": 0 if hit and counts != "all" else record.total_tokens,
-            "usd": 0 if hit and counts != "all" else _micro(record.cost_usd),
-        }
+        self.settle(reservations, requests=0 if hit and counts == "none" else 1,
+                    tokens=0 if hit and counts != "all" else record.total_tokens,
+                    usd=0 if hit and counts != "all" else record.cost_usd)
+
+    def settle(self, reservations: list[Reservation], requests: int, tokens: int, usd: float) -> None:
+        """Corrects reservations to what was used (in a spawned task: the answer does not wait for the store)."""
+        actual = {"requests": requests, "tokens": tokens, "usd": _micro(usd)}
         corrections = [(r.counter, r.slot, delta) for r in reservations
                        if (delta := actual[r.limit.kind] - r.counter.cost)]
         if corrections:

@@ -132,7 +132,7 @@ class Metrics:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None or self._server is None:  # metrics off: nothing to count on the hot path
+        if record is None or self._server is None or record.session_open:  # off: nothing on the hot path
             return
         model = self._capped(record.model or record.requested_model or "-")
         consumer, provider = record.consumer or "-", self._capped(record.provider or "-")
@@ -153,4 +153,7 @@ class Metrics:
             TTFT.labels(provider, model).observe(record.ttft_ms / 1000)
 
     def error(self, flow):
+        self.response(flow)
+
+    def websocket_end(self, flow):  # a WebSocket session's row, once it ends
         self.response(flow)

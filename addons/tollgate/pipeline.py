@@ -27,7 +27,8 @@ from tollgate.flows import SYNTHETIC, open_record, record_of, reject, strip_cred
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
-GUARDED = ("http_connect", "requestheaders", "request", "responseheaders", "response", "error")
+GUARDED = ("http_connect", "requestheaders", "request", "responseheaders", "response", "error", "websocket_message",
+           "websocket_end")
 GATEWAY_ERROR_MESSAGE = "the gateway failed while handling this call (gateway_error); it was not sent to the provider"
 
 
@@ -149,6 +150,24 @@ class Pipeline:
         record.tap = None
         record.decision, record.reason, record.status = Decision.GATEWAY_ERROR, reason, 500
         flow.metadata[SYNTHETIC] = True  # what the client gets is the gateway's own answer
+
+    async def websocket_message(self, flow):
+        for hook, is_async, _, name in self._hooks["websocket_message"]:
+            try:
+                if is_async:
+                    await hook(flow)
+                else:
+                    hook(flow)
+            except Exception as e:  # the message is not passed on, and the session ends
+                self._report(flow, "websocket_message", name, e)
+                flow.websocket.messages[-1].drop()
+                record = failure_record(flow)
+                record.decision, record.reason = Decision.GATEWAY_ERROR, f"{name} failed: {type(e).__name__}"
+                flow.kill()
+                return
+
+    def websocket_end(self, flow):
+        self._answer_phase(flow, "websocket_end")
 
     def response(self, flow):
         self._answer_phase(flow, "response")

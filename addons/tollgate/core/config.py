@@ -125,6 +125,7 @@ class Config:
     upstream_timeout_s: float = 600.0
     upstream_idle_timeout_s: float = 300.0  # silence from the provider in the middle of an answer
     ledger_on_error: str = "open"  # open: serve and alarm while rows cannot be written | closed: refuse (503)
+    realtime: str = "allow"       # allow | deny: WebSocket LLM sessions (/v1/realtime)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def provider_for_host(self, host: str, port: int) -> Provider | None:
@@ -611,7 +612,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     top = _mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                     "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                     "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
-                                    "prompts", "limits", "budgets", "auth"})
+                                    "prompts", "limits", "budgets", "auth", "realtime"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -727,6 +728,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
                                                "gateway.upstream_idle_timeout"),
         max_json_depth=max_depth,
         ledger_on_error=_choice(ledger.get("on_error", "open"), "ledger.on_error", ("open", "closed")),
+        realtime=_choice(top.get("realtime", "allow"), "realtime", ("allow", "deny")),
         warnings=tuple(dict.fromkeys(warnings)),
     )
 

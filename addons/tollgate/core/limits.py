@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 
 from . import tokens
+from .realtime import is_realtime
 
 SLOTS = 60
 KINDS = ("requests", "tokens", "usd")
@@ -149,7 +150,10 @@ def max_output_tokens(endpoint: str, body: dict | None, default: int) -> int:
 
 
 def reservation(endpoint: str, model: str, body: dict | None, default_max: int) -> tuple[int, int]:
-    """(prompt tokens estimated, output tokens at most) of a request: its worst case. CPU-bound for big prompts."""
+    """(prompt tokens estimated, output tokens at most) of a request: its worst case. CPU-bound for big prompts.
+    A realtime handshake spends nothing itself: each response of its session is reserved on its own."""
+    if is_realtime(endpoint):
+        return 0, 0
     return tokens.estimate_prompt(model, body), max_output_tokens(endpoint, body, default_max)
 
 

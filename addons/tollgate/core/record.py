@@ -76,6 +76,8 @@ class CallRecord:
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
     tap: object = transient()         # the StreamTap a streamed answer flows through (core/sse.py)
+    session: object = transient()     # realtime.Session of a WebSocket LLM session
+    session_open: bool = transient(False)  # a WebSocket session under way: its row is written when it ends
     written: bool = transient(False)
 
     @property
