@@ -21,6 +21,7 @@ def main() -> None:
         gateway = Gateway(work / "gateway", {
             "providers": providers_to(fake),
             "models": [{"match": "gpt-3.5-turbo", "provider": "qwen", "model": "qwen-turbo"}],
+            "groups": {"research": {"models": ["gpt-4o*", "gpt-3.5-turbo", "claude-*"]}},
             "consumers": [{"name": "alice", "key": KEY, "group": "research"}],
         })
         console.rule("[bold]tollgate demo")

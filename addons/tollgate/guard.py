@@ -27,6 +27,7 @@ class Guard:
         slots = prompt_slots(record.body)
         prompt = [container[key] for container, key in slots]
         others = [flow.request.path] if config.guard_url else []
+        others += list(record.form.values()) if record.form else []  # an upload's text fields (e.g. a prompt)
         others += [flow.request.headers[h] for h in config.guard_headers if h in flow.request.headers]
         large = sum(map(len, prompt)) > THREAD_ABOVE_CHARS
         findings = await off_loop_if(large, scan, config.guard_rules, prompt + others, record.consumer, record.group)

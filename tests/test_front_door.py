@@ -1,0 +1,36 @@
+"""The README's front-door commands run as a newcomer would run them (a smoke test each)."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+from harness import subprocess_env
+
+
+def test_demo_runs_offline_and_shows_the_ledger():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True,
+                            timeout=120, env={**subprocess_env(), "PYTHONPATH": str(ROOT / "scripts")})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "usage ledger" in result.stdout and "The provider saw only org keys" in result.stdout
+    assert "tg-demo-alice-key" not in result.stdout.split("The provider saw only org keys")[1]
+
+
+def test_run_and_run_web_start_on_the_default_config(tmp_path):
+    from harness import free_port, wait_for_line
+
+    for web in (False, True):
+        log = tmp_path / f"run-{web}.log"
+        env = {**subprocess_env(), "TOLLGATE_PROXY_PORT": str(free_port()), "TOLLGATE_REVERSE_PORT": str(free_port()),
+               "TOLLGATE_WEB_PORT": str(free_port())}
+        args = [str(ROOT / "scripts" / "run"), *(["--web", "--set", "web_open_browser=false"] if web else []),
+                "--set", f"confdir={tmp_path / 'conf'}"]
+        proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            wait_for_line(proc, log, r"HTTP\(S\) proxy listening at")
+            wait_for_line(proc, log, r"[Rr]everse proxy.*listening at")
+            if web:
+                wait_for_line(proc, log, r"Web server listening at")
+            assert proc.poll() is None, log.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(10)
