@@ -4,6 +4,7 @@ before it replaces the file (atomically), so a running gateway never sees a brok
 
 import argparse
 import os
+import re
 import secrets
 import sys
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ import yaml
 from tollgate.core.config import ConfigError, key_digest, parse_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.yaml"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def consumers_path(config_path: Path) -> Path:
@@ -63,15 +65,18 @@ def main() -> None:
     create.add_argument("name")
     create.add_argument("--group", default="")
     create.add_argument("--expires", default="", help="date the key stops working, e.g. 2027-01-01")
-    sub.add_parser("list", help="list consumers (never keys)")
+    sub.add_parser("list", help="list every consumer with the file it comes from (never keys)")
     sub.add_parser("revoke", help="disable a consumer's key").add_argument("name")
-    sub.add_parser("rotate", help="replace a consumer's key and print the new one (once)").add_argument("name")
+    sub.add_parser("rotate", help="replace an active consumer's key and print the new one (once)").add_argument("name")
+    sub.add_parser("restore", help="re-enable a revoked consumer with a new key, printed once").add_argument("name")
     args = parser.parse_args()
 
     path = consumers_path(args.config)
     consumers = read(path)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     if args.command == "create":
+        if not NAME.fullmatch(args.name):
+            sys.exit(f"keys: {args.name!r} is not a consumer name (letters, digits, . _ @ -; at most 64)")
         if any(c.get("name") == args.name for c in consumers):
             sys.exit(f"keys: consumer {args.name!r} exists already (rotate gives it a new key)")
         key = new_key()
@@ -83,24 +88,32 @@ def main() -> None:
         write(args.config, path, consumers + [entry])
         print(key)
         print(f"created {args.name}; this key is shown once and stored only as a hash", file=sys.stderr)
-    elif args.command == "rotate":
+    elif args.command in ("rotate", "restore"):
         entry = find(consumers, args.name)
+        if args.command == "rotate" and entry.get("disabled"):
+            sys.exit(f"keys: {args.name} is revoked and stays revoked; `scripts/keys restore {args.name}` re-enables "
+                     f"it with a new key")
         key = new_key()
         entry.update(key_sha256=key_digest(key), rotated=now, disabled=False)
         entry.pop("key", None)
+        entry.pop("revoked", None)
         write(args.config, path, consumers)
         print(key)
-        print(f"rotated {args.name}: the old key stops working within 2 seconds", file=sys.stderr)
+        print(f"{args.command}d {args.name}: the old key stops working within 2 seconds", file=sys.stderr)
     elif args.command == "revoke":
         entry = find(consumers, args.name)
         entry.update(disabled=True, revoked=now)
         write(args.config, path, consumers)
         print(f"revoked {args.name}: the key stops working within 2 seconds", file=sys.stderr)
     else:
-        for c in consumers:
-            state = "disabled" if c.get("disabled") else "active"
-            print(f"{c.get('name'):20} {c.get('group', '-'):12} {state:8} expires {c.get('expires', 'never')!s:12} "
-                  f"id {str(c.get('key_sha256', ''))[:8]}")
+        main = yaml.safe_load(args.config.read_text()) or {}
+        listed = [(c, args.config.name) for c in main.get("consumers") or []] + [(c, path.name) for c in consumers]
+        if not listed:
+            print(f"no consumers in {args.config.name} or {path.name}: `scripts/keys create NAME` adds one")
+        for c, source in listed:
+            state = "revoked" if c.get("disabled") else "active"
+            print(f"{c.get('name')!s:20} {c.get('group') or '-':12} {state:8} expires {c.get('expires', 'never')!s:12} "
+                  f"{source}")
 
 
 if __name__ == "__main__":

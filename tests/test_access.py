@@ -155,9 +155,17 @@ def test_scripts_keys_create_then_revoke_on_the_running_gateway(gw):
     gw.wait_for(lambda: not _works(client), timeout=2.5)
     assert time.monotonic() - start < 2.5
 
-    rotated = keys(gw, "rotate", "dave").stdout.strip()
-    gw.wait_for(lambda: _works(gw.openai(rotated)), timeout=2.5)
-    assert not _works(client), "the old key stays dead after a rotation"
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "keys.py"), "--config", str(gw.config_path),
+                              "rotate", "dave"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "stays revoked" in refused.stderr, "rotate never re-enables a revoked key"
+    restored = keys(gw, "restore", "dave").stdout.strip()
+    gw.wait_for(lambda: _works(gw.openai(restored)), timeout=2.5)
+    assert not _works(client), "the old key stays dead after a restore"
+    listing = keys(gw, "list").stdout
+    assert "dave" in listing and "consumers.yaml" in listing and "gateway.yaml" in listing
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "keys.py"), "--config", str(gw.config_path),
+                          "create", "bad name;"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "not a consumer name" in bad.stderr
 
 
 def _works(client) -> bool:

@@ -7,6 +7,7 @@ import uuid
 import openai
 import pytest
 
+from conftest import ROOT
 from harness import Gateway, providers_to
 
 KEYS = {"alice": "tg-cache-alice", "bob": "tg-cache-bob"}
@@ -168,3 +169,19 @@ def test_redis_outage_degrades_to_miss(tmp_path, fake, redis_server):
     finally:
         gw.stop()
         redis.stop()
+
+
+def test_no_cache_configured_says_nothing_about_it(make_gateway, fake):
+    gw = make_gateway({"providers": providers_to(fake)})
+    with gw.httpx() as client:
+        response = client.post("https://api.openai.com/v1/chat/completions",
+                               json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 200 and "x-cache" not in response.headers
+    assert gw.last_row()["cache"] == ""
+
+
+def test_shipped_config_does_not_cache_sampled_answers():
+    from tollgate.core.config import load_config
+
+    config = load_config(ROOT / "config" / "gateway.yaml", env={})
+    assert config.cache.only_deterministic

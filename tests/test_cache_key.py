@@ -36,7 +36,9 @@ def test_tenants_scopes_and_directives():
     assert tenant("global", "alice", "team") == "*"
     assert request_directive("no-store", "") == "bypass" and request_directive("", "BYPASS") == "bypass"
     assert request_directive("max-age=0, no-cache", "") == "refresh" and request_directive("", "") == "lookup"
-    assert is_deterministic({}) and is_deterministic({"temperature": 0}) and not is_deterministic({"temperature": 1})
+    assert not is_deterministic({}), "no temperature: the provider samples"
+    assert is_deterministic({"temperature": 0}) and not is_deterministic({"temperature": 1})
+    assert is_deterministic({"generationConfig": {"temperature": 0}}) and not is_deterministic({"temperature": False})
     assert not is_deterministic({"generationConfig": {"temperature": 0.7}})
 
 

@@ -33,8 +33,10 @@ class CacheLookup:
         if BYPASS_HEADER in headers:
             del headers[BYPASS_HEADER]
         config = self.settings.config.cache
+        if config is None:
+            return  # no cache configured: nothing to say about it (no x-cache header, empty ledger column)
         record.cache = "bypass"
-        if config is None or record.body is None or directive == "bypass" or record.masked:
+        if record.body is None or directive == "bypass" or record.masked:
             return  # a masked prompt's answer holds placeholders only this call can restore
         if config.only_deterministic and not is_deterministic(record.body):
             return
@@ -75,7 +77,7 @@ class CacheLookup:
 
     def responseheaders(self, flow):
         record = record_of(flow)
-        if record is not None and STATUS_HEADER not in flow.response.headers:
+        if record is not None and record.cache and STATUS_HEADER not in flow.response.headers:
             flow.response.headers[STATUS_HEADER] = "MISS" if record.cache == "miss" else "BYPASS"
 
 

@@ -35,9 +35,11 @@ def cache_key(*, provider: str, dialect: str, path: str, model: str, streamed: b
 
 
 def is_deterministic(body: dict) -> bool:
-    """Temperature absent or 0 (OpenAI/Anthropic top level, Gemini generationConfig)."""
-    temperature = body.get("temperature", (body.get("generationConfig") or {}).get("temperature"))
-    return temperature in (None, 0, 0.0)
+    """Temperature 0, asked for explicitly (OpenAI/Anthropic top level, Gemini generationConfig): without it the
+    providers sample (their default temperature is 1), and two identical questions deserve two answers."""
+    config = body.get("generationConfig")
+    temperature = body.get("temperature", config.get("temperature") if isinstance(config, dict) else None)
+    return temperature == 0 and not isinstance(temperature, bool)
 
 
 def request_directive(cache_control: str, tollgate_header: str) -> str:

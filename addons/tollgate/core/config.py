@@ -69,7 +69,7 @@ class CacheConfig:
     ttl_s: float = 3600.0
     scope: str = "consumer"           # consumer | group | global
     max_entry_bytes: int = 2**20
-    only_deterministic: bool = False  # store only answers to requests with temperature absent or 0
+    only_deterministic: bool = False  # store only answers to requests that ask for temperature 0
     memory_bytes: int = 64 * 2**20    # bound of the in-memory store
 
 
@@ -588,7 +588,8 @@ def _cache(node) -> CacheConfig | None:
         ttl_s=parse_duration(node.get("ttl", default.ttl_s), "cache.ttl"),
         scope=_choice(node.get("scope", default.scope), "cache.scope", ("consumer", "group", "global")),
         max_entry_bytes=parse_size(node.get("max_entry_bytes", default.max_entry_bytes), "cache.max_entry_bytes"),
-        only_deterministic=_bool(node.get("only_deterministic", False), "cache.only_deterministic"),
+        only_deterministic=_bool(node.get("only_deterministic", default.only_deterministic),
+                                 "cache.only_deterministic"),
         memory_bytes=parse_size(node.get("memory_bytes", default.memory_bytes), "cache.memory_bytes"),
     )
 
