@@ -84,3 +84,27 @@ def test_prices_exact_then_longest_prefix_then_default(tmp_path):
     (tmp_path / "p.yaml").write_text("models: {x: {input: -1}}\n")
     with pytest.raises(ConfigError, match="models.x.input: expected a price"):
         load_config(tmp_path / "g.yaml", env={})
+
+
+def test_a_config_error_names_file_line_and_a_close_match(tmp_path):
+    from tollgate.core.config import load_config
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text("providers:\n  openai:\n    type: openai\n    kyes: [x]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(e.value).startswith(f"{path}:4: providers.openai.kyes: unknown key (did you mean 'keys'?")
+    path.write_text("providers:\n  openai: {type: openai}\nlimits:\n  rules:\n    - {name: r, requests_per_minit: 5}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert f"{path}:5: limits.rules[0].requests_per_minit" in str(e.value)
+    assert "did you mean 'requests_per_minute'?" in str(e.value) and "tokens_per_minute" in str(e.value)
+
+
+def test_a_bad_config_at_start_is_one_line_without_a_traceback(tmp_path):
+    from harness import Gateway
+
+    with pytest.raises(RuntimeError) as e:
+        Gateway(tmp_path, {"providers": {"openai": {"type": "openai", "kyes": ["x"]}}})
+    log = str(e.value)
+    assert "gateway.yaml:" in log and "did you mean 'keys'?" in log and "Traceback" not in log

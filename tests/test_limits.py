@@ -46,13 +46,25 @@ def test_seed_shape_and_native_rules_parse():
     ({"name": "r"}, r"limits.rules\[0\]: give requests or tokens"),
     ({"name": "r", "requests": 0}, r"limits.rules\[0\].requests: expected a positive whole number"),
     ({"name": "r", "per": "planet", "requests": 1}, r"limits.rules\[0\].per: expected global"),
-    ({"name": "r", "limit_by_per_ip": "x", "limit_keys": [{"key": "10.0.0.300/8", "token_per_minute": 1}]},
-     r"limit_keys\[0\].key: not an IP address"),
+    ({"name": "r", "limit_by_per_ip": "from-remote-addr",
+      "limit_keys": [{"key": "10.0.0.300/8", "token_per_minute": 1}]}, r"limit_keys\[0\].key: not an IP address"),
+    ({"name": "r", "limit_by_per_ip": "from-header-x real", "requests": 1},
+     r"limit_by_per_ip: expected from-remote-addr or from-header-NAME"),
     ({"name": "r", "requests": 1, "groups": ["nobody"]}, r"groups\[0\]: no group named 'nobody'"),
 ])
 def test_bad_limit_rules_name_the_key(rule, error):
     with pytest.raises(ConfigError, match=error):
         parse_config({**BASE, "limits": {"rules": [rule]}})
+
+
+def test_limit_by_per_ip_from_a_header_counts_the_address_the_balancer_saw():
+    config = parse_config({**BASE, "limits": {"rules": [{"name": "r", "limit_by_per_ip": "from-header-x-real-ip",
+                                                         "limit_keys": [{"key": "10.0.0.0/8", "requests_per_minute": 1}]}]}})
+    limit = config.limits.limits[-1]
+    call = lambda ip, header: core.Call("c", "", ip, "m", {"x-real-ip": header} if header else {})  # noqa: E731
+    assert core.subject(limit, call("127.0.0.1", "10.1.2.3, 127.0.0.1")) == "10.1.2.3"
+    assert core.subject(limit, call("10.9.9.9", "192.168.0.1")) is None, "the socket address does not count"
+    assert core.subject(limit, call("10.9.9.9", "")) is None
 
 
 def test_subject_applies_subsets():

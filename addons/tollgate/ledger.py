@@ -39,6 +39,8 @@ class Ledger:
         return self.db
 
     def running(self):  # sync on purpose (hot reload)
+        if self.settings.config is None:  # a bad configuration at start: mitmproxy is exiting
+            return
         self._ledger()
         if self._checkpoints is None:
             self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop())

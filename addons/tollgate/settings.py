@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions
+from mitmproxy import ctx
 from mitmproxy.proxy import mode_specs
 
 from tollgate.core.access import host_pattern
@@ -46,8 +46,9 @@ class Settings:
             try:
                 self._load()
             except ConfigError as e:
-                if self.config is None:
-                    raise exceptions.OptionsError(f"tollgate: bad configuration: {e}") from None
+                if self.config is None:  # one line, no traceback: mitmproxy exits on an error logged at start
+                    log.error("tollgate: bad configuration: %s", e)
+                    return
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
         if updated & {"tollgate_config", "mode", "connection_strategy", "allow_hosts"} and self.config:
             self._apply_options()

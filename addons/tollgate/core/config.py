@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -194,7 +195,9 @@ def _mapping(node, path: str, allowed: set[str]) -> dict:
         raise ConfigError(f"{path}: expected a mapping, got {type(node).__name__}")
     unknown = sorted(set(map(str, node)) - allowed)
     if unknown:
-        raise ConfigError(f"{path}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(allowed))})")
+        close = difflib.get_close_matches(unknown[0], allowed, 1, 0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key ({hint}expected one of: {', '.join(sorted(allowed))})")
     return node
 
 
@@ -484,7 +487,16 @@ def _subset(node: dict, path: str, groups: dict, consumer_names: set[str]) -> di
 
 
 def _per(node: dict, path: str) -> str:
-    pers = [v for k, v in _PER_ALIASES.items() if k in node]
+    pers = [v for k, v in _PER_ALIASES.items() if k in node and k != "limit_by_per_ip"]
+    if "limit_by_per_ip" in node:  # Higress: from-remote-addr, or from-header-NAME (the client IP a balancer adds)
+        source = _str(node["limit_by_per_ip"], f"{path}.limit_by_per_ip").lower()
+        if source == "from-remote-addr":
+            pers.append("ip")
+        elif m := re.fullmatch(r"from-header-([a-z0-9-]+)", source):
+            pers.append("ip-header:" + m[1])
+        else:
+            raise ConfigError(f"{path}.limit_by_per_ip: expected from-remote-addr or from-header-NAME (e.g. "
+                              f"from-header-x-real-ip), got {node['limit_by_per_ip']!r}")
     if "limit_by_per_header" in node:
         pers.append("header:" + _str(node["limit_by_per_header"], f"{path}.limit_by_per_header").lower())
     if "per" in node:
@@ -504,7 +516,8 @@ def _limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConf
 
     node = _mapping(node, "limits", {"rules", "on_store_error", "default_max_tokens", "cache_hits"})
     limits, names = [], set()
-    base_keys = {"name", "per", "limit_by_per_ip", "limit_by_per_consumer", "limit_by_per_group",
+    base_keys = {f"{kind}_per_{unit}" for kind in ("requests", "tokens") for unit in _WINDOW_S} | {
+                 "name", "per", "limit_by_per_ip", "limit_by_per_consumer", "limit_by_per_group",
                  "limit_by_per_model", "limit_by_per_header", "limit_keys", "models", "consumers", "groups", "ips",
                  "requests", "tokens", "window", "rejected_code", "rejected_msg"}
     for i, rule in enumerate(_list(node.get("rules"), "limits.rules")):
@@ -526,7 +539,7 @@ def _limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConf
             where = f"{path}.limit_keys[{j}]"
             entry = _mapping(entry, where, _with_amounts(entry, {"key", "requests", "tokens", "window"}))
             key = _str(entry.get("key"), f"{where}.key")
-            if per == "ip":
+            if per == "ip" or per.startswith("ip-header:"):
                 try:
                     entries.append((where, entry, {"networks": (ipaddress.ip_network(key, strict=False),)}))
                 except ValueError:
@@ -735,8 +748,39 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
 
 
 def load_config(path: str | Path, env=None) -> Config:
-    """Reads the main file (and the consumers file it names; relative paths are relative to the main file)."""
-    return parse_config(_read_yaml(path), env, base_dir=Path(path).parent)
+    """Reads the main file (and the consumers file it names; relative paths are relative to the main file).
+    Errors in the main file say where: `file:line: key.path: reason`."""
+    data = _read_yaml(path)
+    try:
+        return parse_config(data, env, base_dir=Path(path).parent)
+    except ConfigError as e:
+        raise ConfigError(_located(Path(path), str(e))) from None
+
+
+def _located(path: Path, message: str) -> str:
+    """Prefixes a `key.path: reason` message with the file and line of the deepest key of that path it finds."""
+    key_path = message.split(": ", 1)[0]
+    try:
+        lines = _key_lines(yaml.compose(path.read_text()))
+    except (OSError, yaml.YAMLError):
+        return message
+    while key_path and key_path not in lines:
+        key_path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key_path) if re.search(r"[.\[]", key_path) else ""
+    return f"{path}:{lines[key_path]}: {message}" if key_path else f"{path}: {message}"
+
+
+def _key_lines(node, path: str = "", lines: dict | None = None) -> dict[str, int]:
+    lines = {} if lines is None else lines
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            where = f"{path}.{key.value}" if path else str(key.value)
+            lines[where] = key.start_mark.line + 1
+            _key_lines(value, where, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            lines[f"{path}[{i}]"] = value.start_mark.line + 1
+            _key_lines(value, f"{path}[{i}]", lines)
+    return lines
 
 
 def reload_problem(old: Config | None, new: Config) -> str:

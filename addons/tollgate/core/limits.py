@@ -76,7 +76,12 @@ def subject(limit: Limit, call: Call) -> str | None:
         return None
     if (limit.consumers or limit.groups) and call.consumer not in limit.consumers and call.group not in limit.groups:
         return None
-    if limit.networks and not _in_networks(call.ip, limit.networks):
+    ip = call.ip
+    if limit.per.startswith("ip-header:"):  # Higress's limit_by_per_ip: from-header-NAME (first address listed)
+        ip = call.headers.get(limit.per[10:], "").split(",")[0].strip()
+        if not ip:
+            return None
+    if limit.networks and not _in_networks(ip, limit.networks):
         return None
     if limit.per == "global":
         value = ""
@@ -84,6 +89,8 @@ def subject(limit: Limit, call: Call) -> str | None:
         value = call.headers.get(limit.per[7:], "")
         if not value:
             return None  # no header, no counter: the rule is about callers that send it
+    elif limit.per.startswith("ip-header:"):
+        value = ip
     else:
         value = {"consumer": call.consumer, "group": call.group, "ip": call.ip, "model": call.model}[limit.per]
         if not value:
