@@ -116,6 +116,7 @@ def test_exhausted_budget_is_insufficient_quota_and_not_retried(gw, fake):
             errors.append(e)
     assert errors, "the budget never ran out"
     assert errors[-1].code == "insufficient_quota" and errors[-1].response.headers["x-should-retry"] == "false"
+    assert "does not fit" in errors[-1].message and " spent" in errors[-1].message  # never "exhausted" with money left
     mark = gw.mark()
     with pytest.raises(openai.RateLimitError):
         raw(client, max_tokens=20, extra_headers={"x-tollgate-cache": "bypass"})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tollgate.core.record import METADATA_KEY
+from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import record_of
 
-MARKERS = {"rejected": ":no_entry:", "upstream_error": ":warning:", "upstream_timeout": ":hourglass:",
-           "client_aborted": ":scissors:", "moderated": ":shield:",
-           "limited": ":stopwatch:", "over_budget": ":moneybag:", "gateway_error": ":boom:",
-           "unavailable": ":construction:"}
+MARKERS = {Decision.REJECTED: ":no_entry:", Decision.UPSTREAM_ERROR: ":warning:",
+           Decision.UPSTREAM_TIMEOUT: ":hourglass:", Decision.CLIENT_ABORTED: ":scissors:",
+           Decision.MODERATED: ":shield:", Decision.LIMITED: ":stopwatch:", Decision.OVER_BUDGET: ":moneybag:",
+           Decision.GATEWAY_ERROR: ":boom:", Decision.UNAVAILABLE: ":construction:"}
 
 
 class Annotate:

@@ -102,7 +102,10 @@ class Admit:
             message = (f"request needs more than rule '{limit.rule}' allows at all ({limit.describe()}); "
                        f"lower max_tokens or the prompt")
         elif budget:
-            message = f"budget '{limit.rule}' exhausted ({limit.describe()}); it renews in {core.format_duration(wait_ms)}"
+            state = next(state for refused_limit, state in refused if refused_limit is limit)
+            message = (f"budget '{limit.rule}': this call's worst case (${costs['usd'] / 1e6:.4f}) does not fit: "
+                       f"${state.used / 1e6:.4f} of ${limit.amount / 1e6:.2f} per {limit.period} spent; "
+                       f"lower max_tokens, or wait {core.format_duration(wait_ms)} for the budget to renew")
         else:
             message = (f"rate limit '{limit.rule}' exceeded ({limit.describe()}); "
                        f"retry in {core.format_duration(wait_ms)}")
