@@ -1,5 +1,7 @@
 # Sourced by scripts/*: finds a Python >= 3.12, creates .venv and installs the project on first use
 # (again whenever pyproject.toml changes). Leaves $ROOT and $PY set.
+# TOLLGATE_EXTRAS (set by the sourcing script): which extras it needs: "" for the gateway itself (production: no test
+# tools), "charts", or "dev" (tests, SDKs, fake provider, benchmark; includes charts). Default: dev.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
@@ -25,9 +27,11 @@ _tollgate_find_python() {
 }
 
 _tollgate_setup() {
-    local stamp="$VENV/.installed" want
+    local stamp="$VENV/.installed" want extras="${TOLLGATE_EXTRAS-dev}" have
     want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-    if [ -x "$PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+    have="$(cat "$stamp" 2>/dev/null)"
+    # dev includes everything; an install with the extras asked for (or more) is enough
+    if [ -x "$PY" ] && { [ "$have" = "dev:$want" ] || [ "$have" = "$extras:$want" ]; }; then return 0; fi
     if [ ! -x "$PY" ]; then
         local base
         base="$(_tollgate_find_python)" || { echo "tollgate: needs Python >= 3.12 (python3.12/python3.13 on PATH, or pyenv)" >&2; return 1; }
@@ -36,8 +40,8 @@ _tollgate_setup() {
     fi
     echo "tollgate: installing dependencies (first run only)" >&2
     "$PY" -m pip install --quiet --upgrade pip >&2 || return 1
-    "$PY" -m pip install --quiet -e "$ROOT[dev]" >&2 || return 1
-    echo "$want" > "$stamp"
+    "$PY" -m pip install --quiet -e "$ROOT${extras:+[$extras]}" >&2 || return 1
+    echo "$extras:$want" > "$stamp"
 }
 
 _tollgate_setup || exit 1

@@ -20,14 +20,15 @@ def test_run_and_run_web_start_on_the_default_config(tmp_path):
 
     for web in (False, True):
         log = tmp_path / f"run-{web}.log"
-        env = {**subprocess_env(), "TOLLGATE_PROXY_PORT": str(free_port()), "TOLLGATE_REVERSE_PORT": str(free_port()),
-               "TOLLGATE_WEB_PORT": str(free_port())}
-        args = [str(ROOT / "scripts" / "run"), *(["--web", "--set", "web_open_browser=false"] if web else []),
-                "--set", f"confdir={tmp_path / 'conf'}"]
+        env = subprocess_env()
+        proxy_port, reverse_port = free_port(), free_port()
+        args = [str(ROOT / "scripts" / "run"), "--listen-host", "127.0.0.1", "--proxy-port", str(proxy_port),
+                "--reverse-port", str(reverse_port), "--web-port", str(free_port()),
+                *(["--web", "--set", "web_open_browser=false"] if web else []), "--set", f"confdir={tmp_path / 'conf'}"]
         proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         try:
-            wait_for_line(proc, log, r"HTTP\(S\) proxy listening at")
-            wait_for_line(proc, log, r"[Rr]everse proxy.*listening at")
+            wait_for_line(proc, log, rf"HTTP\(S\) proxy listening at 127.0.0.1:{proxy_port}")
+            wait_for_line(proc, log, rf"[Rr]everse proxy.*listening at 127.0.0.1:{reverse_port}")
             if web:
                 wait_for_line(proc, log, r"Web server listening at")
             assert proc.poll() is None, log.read_text()
