@@ -48,10 +48,13 @@ def test_metrics_after_real_calls(gw):
                  decision="forwarded") == 1
     assert value(text, "tollgate_requests_total", consumer="alice", model="gpt-4o-mini", decision="cached") == 2
     assert value(text, "tollgate_requests_total", status="401", decision="rejected") == 1
-    assert value(text, "tollgate_tokens_total", consumer="alice", model="gpt-4o", kind="completion") == 12
-    assert value(text, "tollgate_cache_total", result="hit") == 2
+    assert value(text, "tollgate_tokens_total", consumer="alice", model="gpt-4o", kind="output") == 12
+    assert value(text, "tollgate_cache_lookups_total", result="hit") == 2
+    assert "_created" not in text and "process_resident_memory_bytes" in text
+    assert int(float(re.search(r"^tollgate_gateway_overhead_seconds_count (\S+)$", text, re.M)[1])) >= 5
     assert value(text, "tollgate_cost_usd_total", consumer="alice", model="gpt-4o") > 0
     assert value(text, "tollgate_cache_saved_usd_total", consumer="alice") > 0
     assert value(text, "tollgate_time_to_first_token_seconds_count", provider="openai", model="gpt-4o") == 1
     assert value(text, "tollgate_request_latency_seconds_count", provider="openai", model="gpt-4o-mini") == 1
     assert re.search(r"^tollgate_store_errors_total 0\.0$", text, re.M)
+    assert re.search(r'^tollgate_config_reloads_total\{result="ok"\} [1-9]', text, re.M)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tollgate.core import limits as core
 from tollgate.core.record import Decision
 from tollgate.core.store import StoreError
+from tollgate.metrics import BUDGET_LIMIT, BUDGET_SPENT
 from tollgate.flows import (SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject,
                             spawn_store_write, store_health)
 
@@ -81,6 +82,10 @@ class Admit:
                 return (503, "rate limits cannot be checked right now (shared store unavailable)",
                         Decision.LIMITED, "store_unavailable", {"retry-after": "1"})
             return None  # open: served uncounted (a reservation that did go through expires with its window)
+        for (limit, _), state in zip(applicable, states):
+            if limit.kind == "usd":  # the budget gauges show what the store last said
+                BUDGET_LIMIT.labels(limit.rule, limit.period).set(limit.amount / 1e6)
+                BUDGET_SPENT.labels(limit.rule, limit.period, core.subject(limit, call) or "all").set(state.used / 1e6)
         headers = core.rate_headers([(limit, state) for (limit, _), state in zip(applicable, states)], now)
         refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
         if refused:

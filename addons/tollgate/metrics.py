@@ -11,7 +11,8 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from mitmproxy import ctx
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import (GCCollector, CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
+                               ProcessCollector, disable_created_metrics, make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily
 
 from tollgate.flows import record_of
@@ -21,19 +22,35 @@ MAX_MODELS = 500
 MAX_LABEL_CHARS = 100
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
 
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+disable_created_metrics()  # no *_created series: they double what a scrape carries and say nothing here
 registry = CollectorRegistry()  # module level: a hot-reloaded script must not register the metrics twice
+ProcessCollector(registry=registry)   # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+PlatformCollector(registry=registry)
+GCCollector(registry=registry)
 REQUESTS = Counter("tollgate_requests", "LLM calls", ["consumer", "provider", "model", "status", "decision"],
                    registry=registry)
-TOKENS = Counter("tollgate_tokens", "Tokens", ["consumer", "provider", "model", "kind"], registry=registry)
+TOKENS = Counter("tollgate_tokens", "Tokens by kind (input | output, as OpenTelemetry's gen_ai.token.type)",
+                 ["consumer", "provider", "model", "kind"], registry=registry)
 COST = Counter("tollgate_cost_usd", "Cost in USD (priced from config/prices.yaml)", ["consumer", "provider", "model"],
                registry=registry)
 LATENCY = Histogram("tollgate_request_latency_seconds", "Request start to end of answer", ["provider", "model"],
                     buckets=LATENCY_BUCKETS, registry=registry)
 TTFT = Histogram("tollgate_time_to_first_token_seconds", "Request start to first streamed text", ["provider", "model"],
                  buckets=LATENCY_BUCKETS, registry=registry)
-CACHE = Counter("tollgate_cache", "Cache lookups by result", ["result"], registry=registry)
+CACHE = Counter("tollgate_cache_lookups", "Response cache lookups by result (hit | miss | bypass)", ["result"],
+                registry=registry)
 SAVED = Counter("tollgate_cache_saved_usd", "Money saved by cache hits", ["consumer"], registry=registry)
-REJECTIONS = Counter("tollgate_rejections", "Calls the gateway refused, by status", ["status", "consumer"],
+REJECTIONS = Counter("tollgate_rejections", "Calls the gateway refused, by status and the limit rule (if one)",
+                     ["status", "consumer", "rule"], registry=registry)
+OVERHEAD = Histogram("tollgate_gateway_overhead_seconds", "Time spent in tollgate's own steps per call (not waiting "
+                     "for the provider)", buckets=OVERHEAD_BUCKETS, registry=registry)
+RELOADS = Counter("tollgate_config_reloads", "Configuration loads and reloads by result (ok | failed | refused)",
+                  ["result"], registry=registry)
+BUDGET_SPENT = Gauge("tollgate_budget_spent_usd", "Money spent in the current period of a budget, as last seen",
+                     ["rule", "period", "subject"], registry=registry)
+BUDGET_LIMIT = Gauge("tollgate_budget_limit_usd", "The amount of a budget per period", ["rule", "period"],
                      registry=registry)
 GATEWAY_ERRORS = Counter("tollgate_gateway_errors", "Failures inside tollgate (each refused or ended the call)",
                          ["stage"], registry=registry)
@@ -138,14 +155,16 @@ class Metrics:
         consumer, provider = record.consumer or "-", self._capped(record.provider or "-")
         REQUESTS.labels(consumer, provider, model, str(record.status), record.decision).inc()
         if record.decision in ("rejected", "limited", "over_budget"):
-            REJECTIONS.labels(str(record.status), consumer).inc()
+            REJECTIONS.labels(str(record.status), consumer, label(record.limited_by)).inc()
+        if record.overhead_s:
+            OVERHEAD.observe(record.overhead_s)
         if record.cache:
             CACHE.labels(record.cache).inc()
         if record.cache == "hit":
             SAVED.labels(consumer).inc(record.cost_usd)
             return  # a hit spent no tokens or money
-        TOKENS.labels(consumer, provider, model, "prompt").inc(record.prompt_tokens)
-        TOKENS.labels(consumer, provider, model, "completion").inc(record.completion_tokens)
+        TOKENS.labels(consumer, provider, model, "input").inc(record.prompt_tokens)
+        TOKENS.labels(consumer, provider, model, "output").inc(record.completion_tokens)
         COST.labels(consumer, provider, model).inc(record.cost_usd)
         if record.latency_ms is not None and record.decision not in ("rejected", "limited", "over_budget"):
             LATENCY.labels(provider, model).observe(record.latency_ms / 1000)

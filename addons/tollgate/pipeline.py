@@ -58,6 +58,12 @@ def failure_record(flow) -> CallRecord:
     return record
 
 
+def _took(flow, started: float) -> None:
+    """Adds a phase's time to the call's gateway overhead (tollgate_gateway_overhead_seconds)."""
+    if (record := record_of(flow)) is not None:
+        record.overhead_s += time.perf_counter() - started
+
+
 class Pipeline:
     def __init__(self, *steps):
         self.steps = steps
@@ -108,9 +114,10 @@ class Pipeline:
         await self._request_phase(flow, "request")
 
     async def _request_phase(self, flow, stage: str) -> None:
+        started = time.perf_counter()
         for hook, is_async, _, name in self._hooks[stage]:
             if flow.response or flow.error or not flow.live:
-                return
+                break
             try:
                 if is_async:
                     await hook(flow)
@@ -118,7 +125,8 @@ class Pipeline:
                     hook(flow)
             except Exception as e:
                 self.refuse(flow, stage, name, e)
-                return
+                break
+        _took(flow, started)
 
     def refuse(self, flow, stage: str, step: str, error: Exception) -> None:
         record = failure_record(flow)
@@ -128,6 +136,11 @@ class Pipeline:
         record.untouched = False
 
     def responseheaders(self, flow):
+        started = time.perf_counter()
+        self._responseheaders(flow)
+        _took(flow, started)
+
+    def _responseheaders(self, flow):
         for hook, _, _, name in self._hooks["responseheaders"]:
             try:
                 hook(flow)

@@ -14,6 +14,7 @@ from mitmproxy.proxy import mode_specs
 from tollgate.core.access import host_pattern
 from tollgate.core.config import Config, ConfigError, load_config, reload_problem
 from tollgate.core.store import Store, open_store
+from tollgate.metrics import RELOADS
 
 log = logging.getLogger("tollgate")
 
@@ -89,8 +90,13 @@ class Settings:
         return tuple(stamp)
 
     def _load(self) -> None:
-        config = load_config(ctx.options.tollgate_config)
+        try:
+            config = load_config(ctx.options.tollgate_config)
+        except ConfigError:
+            RELOADS.labels("failed").inc()
+            raise
         if problem := reload_problem(self.config, config):
+            RELOADS.labels("refused").inc()
             raise ConfigError(problem)
         self._adopt(config, None, "loaded")
 
@@ -99,6 +105,7 @@ class Settings:
         they were read is seen on the next poll (None: take it now, or when the consumers file changed)."""
         same_files = self.config is not None and config.consumers_file == self.config.consumers_file
         self.config = config
+        RELOADS.labels("ok").inc()
         self._stamp = stamp if stamp is not None and same_files else self._file_stamp()
         for warning in config.warnings:
             log.warning("tollgate: %s", warning)
@@ -114,10 +121,12 @@ class Settings:
             try:
                 config = await asyncio.to_thread(load_config, ctx.options.tollgate_config)
             except ConfigError as e:
+                RELOADS.labels("failed").inc()
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", e)
                 self._stamp = stamp  # report a bad edit once, not every second
                 continue
             if problem := reload_problem(self.config, config):
+                RELOADS.labels("refused").inc()
                 log.error("tollgate: configuration not reloaded, keeping the previous one: %s", problem)
                 self._stamp = stamp
                 continue

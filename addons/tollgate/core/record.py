@@ -79,6 +79,7 @@ class CallRecord:
     session: object = transient()     # realtime.Session of a WebSocket LLM session
     session_open: bool = transient(False)  # a WebSocket session under way: its row is written when it ends
     written: bool = transient(False)
+    overhead_s: float = transient(0.0)      # time spent in tollgate's steps (metrics)
 
     @property
     def total_tokens(self) -> int:
