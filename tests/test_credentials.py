@@ -213,3 +213,15 @@ def test_http2_clients_get_the_providers_error_shape(web, fake):
     assert status == "2 504" and body["error"]["code"] == "upstream_timeout"
     status, body = curl_h2("nobody")
     assert status == "2 401" and body["error"]["code"] == "invalid_api_key"
+
+
+def test_mitmweb_lists_the_url_the_client_called_and_a_comment_that_leads(web, fake):
+    with pytest.raises(openai.PermissionDeniedError):
+        web.openai(ALICE).chat.completions.create(model="gpt-4o", messages=HELLO)
+    web.openai(BOB).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    flows = [f for f in web_api(web, "/flows").json() if f.get("type") == "http"]
+    refused, served = flows[-2], flows[-1]
+    for flow in (refused, served):
+        assert (flow["request"]["host"], flow["request"]["port"]) == ("api.openai.com", 443)
+    assert refused["comment"].startswith("403 rejected · alice (mini) · gpt-4o")
+    assert served["comment"].startswith("200 · bob · gpt-4o-mini · ")

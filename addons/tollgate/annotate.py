@@ -1,4 +1,5 @@
-"""What operators see in mitmweb: the call record as the flow comment, and a marker on refused or failed calls."""
+"""What operators see in mitmweb: the call record as the flow comment, a marker on refused or failed calls, the URL
+the client called (not the rewritten upstream), and the finished call's ledger row in flow.metadata (flow dumps)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ class Annotate:
     def response(self, flow):
         if (record := record_of(flow)) and not record.session_open:
             flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
+            if record.client_url and not record.untouched:  # mitmweb lists the URL the client called, not ours
+                request = flow.request
+                request.scheme, request.host, request.port, request.path = record.client_url
             flow.comment = record.comment()
             flow.marked = MARKERS.get(record.decision, ":see_no_evil:" if record.masked else "")
 

@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass
 
 from tollgate.core.access import key_problem, looks_like_provider_key, proxy_credentials
-from tollgate.core.credentials import client_key, find_consumer, websocket_key, without_key_param
+from tollgate.core.credentials import client_key, find_consumer, path_without_key, websocket_key
 from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.record import Decision
 from tollgate.flows import pending, record_of, reject, strip_credentials
@@ -73,7 +73,7 @@ class Authenticate:
         strip_credentials(request.headers)
         if "key=" in query:
             presented.query = query
-            request.path = path + (f"?{q}" if (q := without_key_param(query)) else "")
+            request.path = path_without_key(request.path)
         self._presented[flow] = presented
 
     def request(self, flow):

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from mitmproxy.proxy import mode_specs
 
 from tollgate.core.access import unapproved_entry
+from tollgate.core.credentials import path_without_key
 from tollgate.core.body import BodyError, decode, is_form_endpoint, parse_form, parse_json
 from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, gemini_path_parts
 from tollgate.core.providers import split_host
@@ -78,6 +79,7 @@ class Classify:
             dialect=dialect,
             endpoint=path,
             source=source,
+            client_url=(flow.request.scheme, flow.request.host, flow.request.port, path_without_key(flow.request.path)),
         )
         return open_record(flow, record)
 

@@ -37,6 +37,12 @@ def without_key_param(query: str) -> str:
     return "&".join(p for p in query.split("&") if p and p.split("=", 1)[0] != "key")
 
 
+def path_without_key(path: str) -> str:
+    """A request path with Gemini's ?key= taken out of its query."""
+    path, _, query = path.partition("?")
+    return path + (f"?{q}" if (q := without_key_param(query)) else "")
+
+
 def find_consumer(by_digest: dict[str, Consumer], key: str) -> Consumer | None:
     """Looks the key up by its SHA-256 digest, then confirms in constant time. Timing can at most reveal something
     about digests, which says nothing usable about keys."""

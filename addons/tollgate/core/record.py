@@ -80,6 +80,7 @@ class CallRecord:
     session_open: bool = transient(False)  # a WebSocket session under way: its row is written when it ends
     written: bool = transient(False)
     overhead_s: float = transient(0.0)      # time spent in tollgate's steps (metrics)
+    client_url: tuple | None = transient()  # (scheme, host, port, path) the client called, shown once the call ends
 
     @property
     def total_tokens(self) -> int:
@@ -92,14 +93,16 @@ class CallRecord:
         return row
 
     def comment(self) -> str:
-        """What mitmweb shows in the comment column: alice · gpt-4o-mini · 812→96 tok · 200"""
-        parts = [self.consumer or "-", self.model or self.requested_model or self.endpoint]
-        parts.append(f"{self.prompt_tokens}→{self.completion_tokens} tok")
+        """The mitmweb comment column, most important first so a cut-off column still says it:
+        `200 · alice (research) · gpt-4o-mini · 812→96 tok · $0.0002` or `403 rejected · bob · gpt-4o · … · why`."""
+        head = str(self.status) if self.status else "-"
+        if self.decision not in (Decision.FORWARDED, Decision.CACHED):
+            head += f" {self.decision}"
+        parts = [head, self.consumer + (f" ({self.group})" if self.group else "") if self.consumer else "-",
+                 self.model or self.requested_model or self.endpoint,
+                 f"{self.prompt_tokens}→{self.completion_tokens} tok"]
         if self.cost_usd:
             parts.append(f"${self.cost_usd:.4f}")
-        parts.append(str(self.status) if self.status else self.decision)
-        if self.group:
-            parts[0] += f" ({self.group})"
         if self.cache == "hit":
             parts.append("cache hit")
         if self.prompts:
@@ -108,8 +111,8 @@ class CallRecord:
             parts.append(f"guard {self.guard}")
         if self.moderation:
             parts.append(f"moderation {self.moderation}")
-        if self.decision not in ("forwarded", "cached"):
-            parts.append(self.decision + (f": {self.reason}" if self.reason else ""))
+        if self.reason and self.decision != Decision.FORWARDED:
+            parts.append(self.reason)
         return " · ".join(parts)
 
 
