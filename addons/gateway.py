@@ -24,6 +24,7 @@ from tollgate.limits import Admit, Settle  # noqa: E402
 from tollgate.llmview import LLMView  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
 from tollgate.metrics import Metrics  # noqa: E402
+from tollgate.onboard import Onboard  # noqa: E402
 from tollgate.pipeline import Pipeline  # noqa: E402
 from tollgate.prompts import Prompts  # noqa: E402
 from tollgate.realtime import Realtime  # noqa: E402
@@ -37,6 +38,7 @@ admit, settle = Admit(settings), Settle(settings)  # limits act at two places (a
 addons = [
     settings,                     # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
     Pipeline(
+        Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503
         Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
