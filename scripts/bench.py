@@ -86,7 +86,10 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100, help="streamed calls per round and proxy")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--quick", action="store_true", help="one short round (a smoke test, not a measurement)")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.streams, args.rounds = 60, 6, 1
     console = Console(width=120)
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     fake = FakeLLM(work / "fake", "--tls")

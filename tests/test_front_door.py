@@ -1,5 +1,6 @@
 """The README's front-door commands run as a newcomer would run them (a smoke test each)."""
 
+import json
 import subprocess
 import sys
 
@@ -35,3 +36,15 @@ def test_run_and_run_web_start_on_the_default_config(tmp_path):
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_bench_quick_measures_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**subprocess_env(), "PYTHONPATH": str(ROOT / "scripts")})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert {"plain mitmdump", "tollgate", "tollgate cache hit", "limits, memory"} <= set(figures)
+    assert all(row["rps"] > 0 and row["ttft_p50"] > 0 for row in figures.values())
+    assert "guard: scanning a 100,000-character prompt" in result.stdout
