@@ -8,7 +8,6 @@ import time
 import anthropic
 import openai
 import pytest
-import yaml
 
 from conftest import ROOT
 from harness import Gateway, providers_to

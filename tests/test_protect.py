@@ -6,7 +6,6 @@ a placeholder or a denied term arrives split across events."""
 import json
 from urllib.parse import quote
 
-import anthropic
 import openai
 import pytest
 
