@@ -58,6 +58,11 @@ def failure_record(flow) -> CallRecord:
     return record
 
 
+def _answer_error(record: CallRecord) -> bytes:
+    return error_body(record.dialect, 500, "the gateway failed while handling the provider's answer (gateway_error)",
+                      "gateway_error")
+
+
 def _took(flow, started: float) -> None:
     """Adds a phase's time to the call's gateway overhead (tollgate_gateway_overhead_seconds)."""
     if (record := record_of(flow)) is not None:
@@ -119,10 +124,7 @@ class Pipeline:
             if flow.response or flow.error or not flow.live:
                 break
             try:
-                if is_async:
-                    await hook(flow)
-                else:
-                    hook(flow)
+                await hook(flow) if is_async else hook(flow)
             except Exception as e:
                 self.refuse(flow, stage, name, e)
                 break
@@ -152,8 +154,7 @@ class Pipeline:
 
     def _withhold(self, flow, record: CallRecord, reason: str) -> None:
         """The upstream answer is not passed on: the client gets a 500 in its provider's shape instead."""
-        body = error_body(record.dialect, 500, "the gateway failed while handling the provider's answer "
-                                               "(gateway_error)", "gateway_error")
+        body = _answer_error(record)
         response = flow.response
         response.status_code = 500
         response.headers.clear()
@@ -167,10 +168,7 @@ class Pipeline:
     async def websocket_message(self, flow):
         for hook, is_async, _, name in self._hooks["websocket_message"]:
             try:
-                if is_async:
-                    await hook(flow)
-                else:
-                    hook(flow)
+                await hook(flow) if is_async else hook(flow)
             except Exception as e:  # the message is not passed on, and the session ends
                 self._report(flow, "websocket_message", name, e)
                 flow.websocket.messages[-1].drop()
@@ -200,9 +198,7 @@ class Pipeline:
                 self._report(flow, stage, name, e)
                 reason = f"{name} failed in {stage}: {type(e).__name__}"
                 if not failed and flow.response is not None and not flow.response.stream and stage == "response":
-                    flow.response = http.Response.make(500, error_body(
-                        record.dialect, 500, "the gateway failed while handling the provider's answer "
-                                             "(gateway_error)", "gateway_error"), {"content-type": "application/json"})
+                    flow.response = http.Response.make(500, _answer_error(record), {"content-type": "application/json"})
                     record.status = 500
                 if record.decision != Decision.GATEWAY_ERROR:
                     record.decision, record.reason = Decision.GATEWAY_ERROR, reason
