@@ -5,7 +5,11 @@ import csv
 import json
 import sqlite3
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
 
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +17,7 @@ from rich.table import Table
 from tollgate.core.report import COLUMNS, GROUPINGS, parse_when, report, usage_over_time
 
 DEFAULT_LEDGER = "usage.db"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def draw(path: Path, db, since, until, metric: str) -> None:
@@ -51,9 +56,43 @@ def draw(path: Path, db, since, until, metric: str) -> None:
     plt.close(fig)
 
 
+def _when(tz):
+    def parse(text: str) -> float:
+        try:
+            return parse_when(text, tz=tz)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is no date: give 2026-11-01, an ISO date-time, or 7d / 12h / "
+                                             f"30m (ago)") from None
+    return parse
+
+
+def _zone(name: str):
+    try:
+        return timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"{name!r} is no time zone (e.g. UTC, Europe/Berlin)") from None
+
+
+def default_ledger(config: Path) -> str:
+    """The ledger the configuration names (relative paths: to the repository, where scripts/run starts)."""
+    try:
+        path = Path((yaml.safe_load(config.read_text()) or {}).get("ledger", {}).get("path") or DEFAULT_LEDGER)
+    except (OSError, yaml.YAMLError, AttributeError):
+        path = Path(DEFAULT_LEDGER)
+    return str(path if path.is_absolute() else ROOT / path)
+
+
+def money(value: float) -> str:
+    """Exact to a millionth of a dollar: sub-cent calls are real money."""
+    return f"{value:.6f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/usage-report", description=__doc__)
-    parser.add_argument("--ledger", default=DEFAULT_LEDGER, help="the SQLite usage ledger (default usage.db)")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "gateway.yaml",
+                        help="gateway configuration whose ledger is read (default config/gateway.yaml)")
+    parser.add_argument("--ledger", help="the SQLite usage ledger (default: the configuration's ledger.path)")
+    parser.add_argument("--tz", type=_zone, default=timezone.utc, help="time zone of dates and days (default UTC)")
     parser.add_argument("--since", help="2026-11-01, an ISO date-time, or 7d / 12h / 30m ago")
     parser.add_argument("--until", help="same forms as --since (exclusive)")
     parser.add_argument("--by", choices=list(GROUPINGS), default="consumer")
@@ -61,12 +100,19 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, help="also draw a chart to FILE.png or FILE.svg")
     parser.add_argument("--chart-metric", choices=("cost", "tokens"), default="cost")
     args = parser.parse_args()
-    if not Path(args.ledger).exists():
-        sys.exit(f"usage-report: no ledger at {args.ledger}")
-    db = sqlite3.connect(f"file:{args.ledger}?mode=ro", uri=True)
-    since = parse_when(args.since) if args.since else None
-    until = parse_when(args.until) if args.until else None
-    rows = report(db, args.by, since, until)
+    try:
+        since = _when(args.tz)(args.since) if args.since else None
+        until = _when(args.tz)(args.until) if args.until else None
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    ledger = args.ledger or default_ledger(args.config)
+    if not Path(ledger).exists():
+        sys.exit(f"usage-report: no ledger at {ledger}")
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    rows = report(db, args.by, since, until, args.tz)
+    zone = getattr(args.tz, "key", "UTC")
+    period = " to ".join(datetime.fromtimestamp(t, args.tz).strftime("%Y-%m-%d %H:%M") if t else label
+                         for t, label in ((since, "the first call"), (until, "now")))
 
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
@@ -74,17 +120,17 @@ def main() -> None:
     elif args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=[args.by, *COLUMNS])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: money(v) if k.endswith("usd") else v for k, v in row.items()} for row in rows)
     else:
-        table = Table(title=f"tollgate usage by {args.by}")
+        table = Table(title=f"tollgate usage by {args.by}, {period} ({zone})")
         for column in (args.by, *COLUMNS):
             table.add_column(column, justify="left" if column == args.by else "right")
-        fmt = lambda c, v: "-" if v is None else f"{v:.4f}" if c.endswith("usd") else f"{v:.0f}" if c.endswith("ms") else str(v)  # noqa: E731
+        fmt = lambda c, v: "-" if v is None else money(v) if c.endswith("usd") else f"{v:.0f}" if c.endswith("ms") else str(v)  # noqa: E731
         for row in rows:
             table.add_row(*(fmt(c, row[c]) if c != args.by else str(row[c]) for c in (args.by, *COLUMNS)))
         totals = {c: sum(r[c] or 0 for r in rows) for c in COLUMNS if not c.endswith("_ms")}
         table.add_row("total", *(fmt(c, totals[c]) if c in totals else "" for c in COLUMNS), style="bold")
-        Console(width=160).print(table)
+        Console(width=170).print(table)
     if args.chart:
         draw(args.chart, db, since, until, args.chart_metric)
         print(f"chart written to {args.chart}", file=sys.stderr)

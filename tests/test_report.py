@@ -75,3 +75,29 @@ def test_chart_files(ledger, tmp_path, suffix, magic):
     assert data.startswith(magic) and len(data) > 10_000
     if suffix == ".svg":
         assert b"<svg" in data and b"alice" in data
+
+
+def test_finance_grade_output(ledger):
+    rows = list(csv.DictReader(io.StringIO(run(ledger, "--format", "csv", "--by", "consumer"))))
+    for row in rows:  # exact decimals: no float noise, no scientific notation
+        for column in ("cost_usd", "saved_usd"):
+            assert len(row[column].split(".")[1]) == 6 and "e" not in row[column]
+    alice = next(r for r in rows if r["consumer"] == "alice")
+    assert float(alice["saved_usd"]) > 0 and alice["cache_hits"] == "1"
+    table = run(ledger)
+    assert "(UTC)" in table and "the first call to now" in table
+    days = json.loads(run(ledger, "--format", "json", "--by", "day", "--tz", "Asia/Tokyo"))
+    assert [r["day"] for r in days] == sorted(r["day"] for r in days)
+    assert "Asia/Tokyo" in run(ledger, "--by", "day", "--tz", "Asia/Tokyo")
+
+
+def test_bad_input_is_an_argparse_error_and_the_config_names_the_ledger(ledger):
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--ledger",
+                          str(ledger.ledger_path), "--since", "last tuesday"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is no date" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--tz", "Mars/Olympus"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "is no time zone" in bad.stderr
+    by_config = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--config",
+                                str(ledger.config_path), "--format", "json"], capture_output=True, text=True, check=True)
+    assert sum(r["calls"] for r in json.loads(by_config.stdout)) == 6

@@ -71,7 +71,7 @@ class CacheLookup:
         record.cache, record.decision, record.status = "hit", "cached", 200
         record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
         record.usage_source = "cache"
-        record.cost_usd = round(self.settings.config.prices.cost(record.model or record.requested_model,
+        record.saved_usd = round(self.settings.config.prices.cost(record.model or record.requested_model,
                                                                  entry.prompt_tokens, entry.completion_tokens), 8)
         record.latency_ms = record.ttft_ms = round((time.time() - record.started_at) * 1000, 2)
 

@@ -161,7 +161,7 @@ class Metrics:
         if record.cache:
             CACHE.labels(record.cache).inc()
         if record.cache == "hit":
-            SAVED.labels(consumer).inc(record.cost_usd)
+            SAVED.labels(consumer).inc(record.saved_usd)
             return  # a hit spent no tokens or money
         TOKENS.labels(consumer, provider, model, "input").inc(record.prompt_tokens)
         TOKENS.labels(consumer, provider, model, "output").inc(record.completion_tokens)

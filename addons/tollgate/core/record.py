@@ -51,7 +51,8 @@ class CallRecord:
     completion_tokens: int = 0
     cached_tokens: int = 0
     usage_source: str = ""            # provider | estimate | cache | none
-    cost_usd: float = 0.0             # priced from config/prices.yaml; for a cache hit: the money it saved
+    cost_usd: float = 0.0             # money spent (priced from config/prices.yaml); 0 for a cache hit
+    saved_usd: float = 0.0            # a cache hit: what the call would have cost
     latency_ms: float | None = None
     ttft_ms: float | None = None
     decision: str = Decision.FORWARDED  # a Decision

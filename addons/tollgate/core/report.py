@@ -5,27 +5,28 @@ from __future__ import annotations
 import sqlite3
 import statistics
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 GROUPINGS = {
     "consumer": "consumer",
     "group": "\"group\"",
     "model": "COALESCE(NULLIF(model, ''), requested_model)",
     "provider": "provider",
-    "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
+    "day": "started_at",  # bucketed into dates in the report's time zone
 }
 COLUMNS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "saved_usd", "blocked",
            "limited", "errors", "p50_ms", "p95_ms")
 
 
-def parse_when(text: str, now: datetime | None = None) -> float:
-    """'2026-11-01', an ISO date-time, or relative: '7d', '12h', '30m' ago. Returns epoch seconds (UTC)."""
+def parse_when(text: str, now: datetime | None = None, tz: tzinfo = timezone.utc) -> float:
+    """'2026-11-01', an ISO date-time (in tz unless it names its own offset), or relative: '7d', '12h', '30m' ago.
+    Returns epoch seconds; ValueError for anything else."""
     now = now or datetime.now(timezone.utc)
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if text and text[-1] in units and text[:-1].isdigit():
         return (now - timedelta(**{units[text[-1]]: int(text[:-1])})).timestamp()
     when = datetime.fromisoformat(text)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    return (when if when.tzinfo else when.replace(tzinfo=tz)).timestamp()
 
 
 def _percentile(values: list[float], q: int) -> float | None:
@@ -46,18 +47,23 @@ def _window(since: float | None, until: float | None, *conditions: str) -> tuple
     return " AND ".join(where), args
 
 
-def report(db: sqlite3.Connection, by: str, since: float | None = None, until: float | None = None) -> list[dict]:
-    """One row per group, biggest spender first. Cache hits count as calls and as money saved, not as spend."""
+def report(db: sqlite3.Connection, by: str, since: float | None = None, until: float | None = None,
+           tz: tzinfo = timezone.utc) -> list[dict]:
+    """One row per group, biggest spender first (`day`: by date, in time zone tz). Cache hits count as calls and as
+    money saved, never as spend."""
     where, args = _window(since, until)
-    sql = (f"SELECT {GROUPINGS[by]} AS key, prompt_tokens, completion_tokens, cost_usd, cache, decision, status, "
-           f"latency_ms FROM calls WHERE {where}")
+    saved = "saved_usd" if "saved_usd" in {r[1] for r in db.execute("PRAGMA table_info(calls)")} else "0"
+    sql = (f"SELECT {GROUPINGS[by]} AS key, prompt_tokens, completion_tokens, cost_usd, {saved}, cache, decision, "
+           f"status, latency_ms FROM calls WHERE {where}")
     groups: dict[str, dict] = defaultdict(lambda: {c: 0 for c in COLUMNS} | {"_latency": []})
-    for key, prompt, completion, cost, cache, decision, status, latency in db.execute(sql, args):
+    for key, prompt, completion, cost, saved_usd, cache, decision, status, latency in db.execute(sql, args):
+        if by == "day":
+            key = datetime.fromtimestamp(key, tz).strftime("%Y-%m-%d")
         g = groups[key or "-"]
         g["calls"] += 1
         if cache == "hit":
             g["cache_hits"] += 1
-            g["saved_usd"] += cost or 0
+            g["saved_usd"] += saved_usd or cost or 0  # rows written before saved_usd kept the saving in cost_usd
             continue
         g["prompt_tokens"] += prompt or 0
         g["completion_tokens"] += completion or 0
@@ -76,6 +82,8 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
         g["p50_ms"], g["p95_ms"] = _percentile(latencies, 50), _percentile(latencies, 95)
         g["cost_usd"], g["saved_usd"] = round(g["cost_usd"], 8), round(g["saved_usd"], 8)
         rows.append({by: key, **g})
+    if by == "day":
+        return sorted(rows, key=lambda r: r["day"])
     return sorted(rows, key=lambda r: (-r["cost_usd"], -r["calls"], str(r[by])))
 
 
