@@ -17,7 +17,7 @@ from tollgate.core.access import key_problem, looks_like_provider_key, proxy_cre
 from tollgate.core.credentials import client_key, find_consumer, path_without_key, websocket_key
 from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.record import Decision
-from tollgate.flows import pending, record_of, reject, strip_credentials
+from tollgate.flows import pending, reject, strip_credentials
 from tollgate.internals import send_with_credential
 
 CHECKED_HEADERS = CREDENTIAL_HEADERS + ("proxy-authorization",)
@@ -49,19 +49,18 @@ class Authenticate:
 
     def requestheaders(self, flow):
         request = flow.request
+        if not (record := pending(flow)):  # not the gate's call: only the proxy credentials are ours to take
+            if "proxy-authorization" in request.headers:
+                del request.headers["proxy-authorization"]
+            return
         for name in CHECKED_HEADERS:  # a key is printable ASCII; anything else would be read differently downstream
             values = request.headers.get_all(name)
-            problem = (f"more than one {name} header" if len(values) > 1 else
-                       f"the {name} header holds bytes that are not printable ASCII"
-                       if values and not (values[0].isascii() and values[0].isprintable()) else "")
-            if problem:
-                strip_credentials(request.headers)
-                if record := record_of(flow):
-                    return reject(flow, record, 400, problem, code="invalid_request")
-                return
+            if len(values) > 1:
+                return reject(flow, record, 400, f"more than one {name} header", code="invalid_request")
+            if values and not (values[0].isascii() and values[0].isprintable()):
+                return reject(flow, record, 400, f"the {name} header holds bytes that are not printable ASCII",
+                              code="invalid_request")
         presented = Presented(proxy_user=proxy_credentials(request.headers.pop("proxy-authorization", "")))
-        if not (record := pending(flow)):
-            return
         path, _, query = request.path.partition("?")
         presented.key = client_key(request.headers, query)
         presented.header = next((name for name in CREDENTIAL_HEADERS if request.headers.get(name, "").strip()), "")

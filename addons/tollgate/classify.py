@@ -150,7 +150,8 @@ class Classify:
                 record.form = body
             else:
                 record.body = body
-            self._model(record, body or dict(parse_qsl(request.path.partition("?")[2])))
+            # A call without a body (a realtime handshake) names its model in the query.
+            self._model(record, body if body is not None else dict(parse_qsl(request.path.partition("?")[2])))
         except BodyError as e:
             # Shown as bytes from now on: text views (the log at flow_detail 3+, mitmweb) would choke on it, and a
             # viewer must not decompress a bomb either.
