@@ -23,7 +23,6 @@ import weakref
 from mitmproxy import ctx, flow as mflow, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import HttpStream, SendHttp
 from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestHeaders, ResponseData, ResponseEndOfMessage,
                                                  ResponseHeaders, ResponseProtocolError)
@@ -63,8 +62,6 @@ def check_shapes() -> None:
         problems.append("RequestHeaders(stream_id, request, end_stream, replay_flow) changed")
     if ErrorCode.REQUEST_TOO_LARGE.http_status_code() != 413:
         problems.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
-    if not hasattr(http_layer, "HttpLayer"):
-        problems.append("mitmproxy.proxy.layers.http.HttpLayer is gone")
     if problems:
         raise RuntimeError("tollgate: this mitmproxy version is not supported: " + "; ".join(problems))
 
