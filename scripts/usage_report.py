@@ -6,6 +6,7 @@ import json
 import sqlite3
 import sys
 from datetime import datetime, timezone
+from html import escape
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,46 +15,22 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tollgate.core.report import COLUMNS, GROUPINGS, parse_when, report, usage_over_time
+from tollgate.core.report import COLUMNS, GROUPINGS, over_time, parse_when, report, unpriced_models
 
 DEFAULT_LEDGER = "usage.db"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def draw(path: Path, db, since, until, metric: str) -> None:
-    """Share of cost (or tokens) per consumer, and tokens over time per model."""
-    import matplotlib
+def chart(db, since, until, tz, metric: str, title: str):
+    """The report's figure: consumers ranked by spend (or tokens), and spend over time per model."""
+    import report_charts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report(db, "consumer", since, until)
-    key = "cost_usd" if metric == "cost" and any(r["cost_usd"] for r in rows) else "tokens"
-    shares = [(r["consumer"], r["cost_usd"] if key == "cost_usd" else r["prompt_tokens"] + r["completion_tokens"])
-              for r in rows]
-    shares = [(name, value) for name, value in shares if value > 0]
-    series = usage_over_time(db, since, until)
-    if sum(len(points) for points in series.values()) <= len(series):  # one day only: hourly is more telling
-        series = usage_over_time(db, since, until, bucket="%Y-%m-%d %H:00")
-
-    fig, (pie, lines) = plt.subplots(1, 2, figsize=(13, 5.5))
-    if shares:
-        pie.pie([v for _, v in shares], labels=[n for n, _ in shares], autopct="%1.1f%%", startangle=90)
-    pie.set_title("Share of cost per consumer" if key == "cost_usd" else "Share of tokens per consumer")
-    buckets = sorted({x for points in series.values() for x in points})
-    bottom = [0] * len(buckets)
-    for model, points in sorted(series.items()):  # stacked bars: readable with one bucket or a hundred
-        heights = [points.get(x, 0) for x in buckets]
-        lines.bar(buckets, heights, bottom=bottom, label=model)
-        bottom = [b + h for b, h in zip(bottom, heights)]
-    lines.set_title("Tokens over time per model")
-    lines.set_ylabel("tokens")
-    lines.tick_params(axis="x", rotation=30)
-    if series:
-        lines.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    rows = report(db, "consumer", since, until, tz)
+    value = (lambda r: r["cost_usd"]) if metric == "cost" else (lambda r: r["prompt_tokens"] + r["completion_tokens"])
+    series = over_time(db, metric, since, until, tz)
+    if len({x for points in series.values() for x in points}) == 1:  # one day only: hourly is more telling
+        series = over_time(db, metric, since, until, tz, hourly=True)
+    return report_charts.figure([(r["consumer"], value(r)) for r in rows], series, metric, title)
 
 
 def _when(tz):
@@ -96,7 +73,8 @@ def main() -> None:
     parser.add_argument("--since", help="2026-11-01, an ISO date-time, or 7d / 12h / 30m ago")
     parser.add_argument("--until", help="same forms as --since (exclusive)")
     parser.add_argument("--by", choices=list(GROUPINGS), default="consumer")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--format", choices=("table", "csv", "json", "html"), default="table",
+                        help="html: a self-contained page with the table and the charts inline")
     parser.add_argument("--chart", type=Path, help="also draw a chart to FILE.png or FILE.svg")
     parser.add_argument("--chart-metric", choices=("cost", "tokens"), default="cost")
     args = parser.parse_args()
@@ -114,6 +92,11 @@ def main() -> None:
     period = " to ".join(datetime.fromtimestamp(t, args.tz).strftime("%Y-%m-%d %H:%M") if t else label
                          for t, label in ((since, "the first call"), (until, "now")))
 
+    title = f"tollgate usage by {args.by}, {period} ({zone})"
+    unpriced = unpriced_models(db, since, until)
+    warning = (f"{sum(unpriced.values())} calls were charged at the default price (no price known for "
+               f"{', '.join(unpriced)}): add them to config/prices.yaml") if unpriced else ""
+
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()
@@ -121,19 +104,68 @@ def main() -> None:
         writer = csv.DictWriter(sys.stdout, fieldnames=[args.by, *COLUMNS])
         writer.writeheader()
         writer.writerows({k: money(v) if k.endswith("usd") else v for k, v in row.items()} for row in rows)
+    elif args.format == "html":
+        import report_charts
+
+        chart_svg = report_charts.svg(chart(db, since, until, args.tz, args.chart_metric, title))
+        sys.stdout.write(html_page(title, args.by, rows, warning, chart_svg))
     else:
-        table = Table(title=f"tollgate usage by {args.by}, {period} ({zone})")
+        table = Table(title=title)
         for column in (args.by, *COLUMNS):
             table.add_column(column, justify="left" if column == args.by else "right")
-        fmt = lambda c, v: "-" if v is None else money(v) if c.endswith("usd") else f"{v:.0f}" if c.endswith("ms") else str(v)  # noqa: E731
         for row in rows:
-            table.add_row(*(fmt(c, row[c]) if c != args.by else str(row[c]) for c in (args.by, *COLUMNS)))
-        totals = {c: sum(r[c] or 0 for r in rows) for c in COLUMNS if not c.endswith("_ms")}
-        table.add_row("total", *(fmt(c, totals[c]) if c in totals else "" for c in COLUMNS), style="bold")
-        Console(width=170).print(table)
+            table.add_row(*(cell(c, row[c]) if c != args.by else str(row[c]) for c in (args.by, *COLUMNS)))
+        table.add_row("total", *(cell(c, v) for c, v in totals(rows).items()), style="bold")
+        console = Console(width=180)
+        console.print(table)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
+    if warning and args.format in ("csv", "json"):
+        print(f"usage-report: warning: {warning}", file=sys.stderr)
     if args.chart:
-        draw(args.chart, db, since, until, args.chart_metric)
+        import report_charts
+
+        report_charts.save(chart(db, since, until, args.tz, args.chart_metric, title), args.chart)
         print(f"chart written to {args.chart}", file=sys.stderr)
+
+
+def cell(column: str, value) -> str:
+    if value is None or value == "":
+        return "-" if value is None else ""
+    return money(value) if column.endswith("usd") else f"{value:.0f}" if column.endswith("ms") else str(value)
+
+
+def totals(rows: list[dict]) -> dict:
+    """The total row: sums, and nothing for percentiles (they do not add up)."""
+    return {c: "" if c.endswith("_ms") else sum(r[c] or 0 for r in rows) for c in COLUMNS}
+
+
+def html_page(title: str, by: str, rows: list[dict], warning: str, chart_svg: str) -> str:
+    """One file a manager can open or mail: no scripts, no external styles or images."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in (by, *COLUMNS))
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r[by]) if c == by else cell(c, r[c]))}</td>"
+                                    for c in (by, *COLUMNS)) + "</tr>" for r in rows)
+    total = "<tr class=total><td>total</td>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in totals(rows).items())
+    note = f"<p class=warn>warning: {escape(warning)}</p>" if warning else ""
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222 }}
+table {{ border-collapse: collapse; margin: 1em 0 }}
+th, td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap }}
+th:first-child, td:first-child {{ text-align: left }}
+tr.total td {{ font-weight: bold; border-top: 2px solid #444 }}
+.warn {{ color: #8a5300 }}
+svg {{ max-width: 100%; height: auto }}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<p>Money in USD: <b>cost_usd</b> is what was spent, <b>saved_usd</b> what cache hits saved;
+<b>unpriced</b> counts calls charged at the default price.</p>
+{note}
+<table><thead><tr>{head}</tr></thead><tbody>{body}{total}</tbody></table>
+{chart_svg}
+</body></html>
+"""
 
 
 if __name__ == "__main__":

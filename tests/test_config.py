@@ -69,23 +69,6 @@ def test_shipped_config_loads(monkeypatch):
     assert config.rules[0].match == "gpt-3.5-turbo"
 
 
-def test_prices_exact_then_longest_prefix_then_default(tmp_path):
-    from tollgate.core.config import load_config
-
-    (tmp_path / "p.yaml").write_text("default: {input: 1, output: 2}\nmodels:\n  gpt-4o: {input: 2.5, output: 10, "
-                                     "cached_input: 1.25}\n  gpt-4o-mini: {input: 0.15, output: 0.6}\n")
-    (tmp_path / "g.yaml").write_text("providers: {openai: {type: openai}}\nprices: p.yaml\n")
-    prices = load_config(tmp_path / "g.yaml", env={}).prices
-    assert prices.price("gpt-4o-2024-08-06").input == 2.5
-    assert prices.price("gpt-4o-mini-2024-07-18").input == 0.15
-    assert prices.price("mystery").output == 2 and prices.price("gpt-4o-mini").cached_input == 0.15
-    # 1000 prompt tokens of which 400 cached, 100 completion tokens on gpt-4o
-    assert abs(prices.cost("gpt-4o", 1000, 100, 400) - (600 * 2.5 + 400 * 1.25 + 100 * 10) / 1e6) < 1e-12
-    (tmp_path / "p.yaml").write_text("models: {x: {input: -1}}\n")
-    with pytest.raises(ConfigError, match="models.x.input: expected a price"):
-        load_config(tmp_path / "g.yaml", env={})
-
-
 def test_a_config_error_names_file_line_and_a_close_match(tmp_path):
     from tollgate.core.config import load_config
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -101,3 +102,81 @@ def test_bad_input_is_an_argparse_error_and_the_config_names_the_ledger(ledger):
     by_config = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--config",
                                 str(ledger.config_path), "--format", "json"], capture_output=True, text=True, check=True)
     assert sum(r["calls"] for r in json.loads(by_config.stdout)) == 6
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
+    """30 days of 20 consumers on 10 models, one model only ever served from the cache, a few unpriced calls."""
+    from tollgate.core.ledger import LedgerDB
+    from tollgate.core.record import CallRecord
+
+    path = tmp_path_factory.mktemp("month") / "usage.db"
+    db, start, n = LedgerDB(str(path)), 1_790_000_000, 0
+    for day in range(30):
+        for c in range(20):
+            for m in range(10):
+                n += 1
+                record = CallRecord(id=f"c{n}", started_at=start + day * 86400 + c * 60 + m, client_ip="10.0.0.1",
+                                    dialect="openai", endpoint="/v1/chat/completions",
+                                    consumer=f"consumer-with-a-long-name-{c:02d}", provider="openai",
+                                    model=f"model-{m}", prompt_tokens=1000, completion_tokens=100,
+                                    cost_usd=0.001 * (c + 1) * (m + 1), priced_by="catalog")
+                if m == 9:
+                    record.model, record.cache, record.decision = "only-cached", "hit", "cached"
+                    record.cost_usd, record.saved_usd = 0.0, 0.01
+                if day == 0 and c == 0 and m == 0:
+                    record.model, record.priced_by = "mystery-model", "default"
+                db.write(record.row())
+    db.close()
+    return path
+
+
+def overlapping(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: (b.x0, b.y0))
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_a_month_of_twenty_consumers_stays_readable(month):
+    import sqlite3
+    from datetime import timezone
+
+    import usage_report
+
+    db = sqlite3.connect(month)
+    fig = usage_report.chart(db, None, None, timezone.utc, "cost", "a month")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    consumers, over_time = fig.axes
+    names = [t for t in consumers.get_yticklabels() if t.get_text()]
+    dates = [t for t in over_time.get_xticklabels() if t.get_text()]
+    assert len(names) == 20 and 6 <= len(dates) <= 12          # every consumer, dates thinned out
+    assert not overlapping([t.get_window_extent(renderer) for t in names])
+    assert not overlapping([t.get_window_extent(renderer) for t in dates])
+    # ranked: the biggest spender on top, each bar says its amount, the title the total
+    assert names[-1].get_text().endswith("-19") and names[0].get_text().endswith("-00")
+    amounts = [t.get_text() for t in consumers.texts]
+    assert len(amounts) == 20 and all(a.startswith("$") for a in amounts)
+    spent = db.execute("SELECT SUM(cost_usd) FROM calls").fetchone()[0]
+    assert f"total ${spent:,.2f}" in consumers.get_title(loc="left")
+    # spend (not tokens) over time; the legend sits beside the bars, and a model that spent nothing is not in it
+    legend = over_time.get_legend()
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert "only-cached" not in entries and len(entries) == 7 and entries[0] == "4 others"
+    assert not legend.get_window_extent(renderer).overlaps(over_time.get_window_extent(renderer))
+    assert over_time.get_yticklabels()[1].get_text().startswith("$")
+
+
+def test_html_report_is_one_self_contained_page(month):
+    page = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--ledger", str(month),
+                           "--format", "html"], capture_output=True, text=True, check=True).stdout
+    assert page.startswith("<!doctype html>") and "<svg" in page and page.count("<tr>") == 21  # 20 + header
+    assert not re.findall(r'(?:src|href)="(?!#)', page) and "<script" not in page  # nothing fetched
+    assert "the first call to now (UTC)" in page and "consumer-with-a-long-name-19" in page
+    assert "1 calls were charged at the default price" in page and "mystery-model" in page
+
+
+def test_unpriced_calls_are_flagged(month):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--ledger", str(month),
+                          "--format", "json", "--by", "model"], capture_output=True, text=True, check=True)
+    assert {r["model"]: r["unpriced"] for r in json.loads(out.stdout)}["mystery-model"] == 1
+    assert "charged at the default price" in out.stderr and "mystery-model" in out.stderr

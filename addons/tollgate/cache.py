@@ -71,8 +71,9 @@ class CacheLookup:
         record.cache, record.decision, record.status = "hit", "cached", 200
         record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
         record.usage_source = "cache"
-        record.saved_usd = round(self.settings.config.prices.cost(record.model or record.requested_model,
-                                                                 entry.prompt_tokens, entry.completion_tokens), 8)
+        priced = self.settings.config.priced(record.provider, record.model or record.requested_model,
+                                             entry.prompt_tokens, entry.completion_tokens, at=record.started_at)
+        record.saved_usd, record.priced_by = round(priced.usd, 8), priced.by
         record.latency_ms = record.ttft_ms = round((time.time() - record.started_at) * 1000, 2)
 
     def responseheaders(self, flow):

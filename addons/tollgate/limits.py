@@ -70,7 +70,7 @@ class Admit:
         if any(limit.kind != "requests" for limit, _ in applicable):
             prompt, output = await estimate()
             costs["tokens"] = prompt + output
-            costs["usd"] = _micro(config.prices.cost(model, prompt, output))
+            costs["usd"] = _micro(config.priced(record.provider, model, prompt, output).usd)
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
         try:
             states = await self.settings.store().reserve(counters)

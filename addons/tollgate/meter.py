@@ -36,9 +36,12 @@ class Meter:
         self._price(record)
 
     def _price(self, record) -> None:
-        record.cost_usd = round(self.settings.config.prices.cost(
-            record.model or record.requested_model, record.prompt_tokens, record.completion_tokens,
-            record.cached_tokens), 8)
+        if not (record.prompt_tokens or record.completion_tokens):
+            return
+        priced = self.settings.config.priced(record.provider, record.model or record.requested_model,
+                                             record.prompt_tokens, record.completion_tokens, record.cached_tokens,
+                                             record.cache_write_tokens, record.started_at)
+        record.cost_usd, record.priced_by = round(priced.usd, 8), priced.by
 
     def _response(self, flow, record) -> None:
         record.status = flow.response.status_code
@@ -87,6 +90,7 @@ class Meter:
         if finished and usage is not None:
             record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             record.cached_tokens = usage.cached_tokens
+            record.cache_write_tokens = usage.cache_write_tokens
             record.usage_source = "provider"
             return
         if record.status and record.status >= 400 and not streamed_text:
@@ -98,6 +102,7 @@ class Meter:
         record.completion_tokens = max(usage.completion_tokens if usage else 0,
                                        tokens.count_text(model, streamed_text))
         record.cached_tokens = usage.cached_tokens if usage else 0
+        record.cache_write_tokens = usage.cache_write_tokens if usage else 0
         record.usage_source = "estimate"
 
 

@@ -33,8 +33,10 @@ REQUESTS = Counter("tollgate_requests", "LLM calls", ["consumer", "provider", "m
                    registry=registry)
 TOKENS = Counter("tollgate_tokens", "Tokens by kind (input | output, as OpenTelemetry's gen_ai.token.type)",
                  ["consumer", "provider", "model", "kind"], registry=registry)
-COST = Counter("tollgate_cost_usd", "Cost in USD (priced from config/prices.yaml)", ["consumer", "provider", "model"],
-               registry=registry)
+COST = Counter("tollgate_cost_usd", "Cost in USD (genai-prices catalogue, config/prices.yaml overrides)",
+               ["consumer", "provider", "model"], registry=registry)
+UNPRICED = Counter("tollgate_unpriced_calls", "Calls priced at the `default` price: neither config/prices.yaml nor "
+                   "the catalogue knows the model", ["model"], registry=registry)
 LATENCY = Histogram("tollgate_request_latency_seconds", "Request start to end of answer", ["provider", "model"],
                     buckets=LATENCY_BUCKETS, registry=registry)
 TTFT = Histogram("tollgate_time_to_first_token_seconds", "Request start to first streamed text", ["provider", "model"],
@@ -166,6 +168,8 @@ class Metrics:
         TOKENS.labels(consumer, provider, model, "input").inc(record.prompt_tokens)
         TOKENS.labels(consumer, provider, model, "output").inc(record.completion_tokens)
         COST.labels(consumer, provider, model).inc(record.cost_usd)
+        if record.priced_by == "default":
+            UNPRICED.labels(model).inc()
         if record.latency_ms is not None and record.decision not in ("rejected", "limited", "over_budget"):
             LATENCY.labels(provider, model).observe(record.latency_ms / 1000)
         if record.streamed and record.ttft_ms is not None:

@@ -133,7 +133,12 @@ class Realtime:
         return tokens.count_text(record.model or record.requested_model, "".join(record.session.streamed))
 
     def _cost(self, record, prompt: int, output: int) -> float:
-        return self.settings.config.prices.cost(record.model or record.requested_model, prompt, output)
+        return self._priced(record, prompt, output).usd
+
+    def _priced(self, record, prompt: int, output: int):
+        return self.settings.config.priced(record.provider, record.model or record.requested_model, prompt, output,
+                                           record.cached_tokens if prompt == record.prompt_tokens else 0,
+                                           at=record.started_at)
 
     @staticmethod
     def _refuse(flow, message, text: str, code: str) -> None:
@@ -151,7 +156,8 @@ class Realtime:
             self.settle.settle(reservations, 1, streamed, self._cost(record, 0, streamed))
             record.session.streamed = []
         record.session.pending = []
-        record.cost_usd = round(self._cost(record, record.prompt_tokens, record.completion_tokens), 8)
+        priced = self._priced(record, record.prompt_tokens, record.completion_tokens)
+        record.cost_usd, record.priced_by = round(priced.usd, 8), priced.by
         if flow.websocket is not None and flow.websocket.timestamp_end:
             record.latency_ms = round((flow.websocket.timestamp_end - record.started_at) * 1000, 2)
         record.session_open = False

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .prices import Price, PriceTable
+from .prices import Price, Priced, PriceTable
 from .providers import SPECS, ProviderSpec, normalize_host, split_host
 
 
@@ -128,6 +128,12 @@ class Config:
     ledger_on_error: str = "open"  # open: serve and alarm while rows cannot be written | closed: refuse (503)
     realtime: str = "allow"       # allow | deny: WebSocket LLM sessions (/v1/realtime)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def priced(self, provider: str, model: str, prompt: int, output: int, cached: int = 0, written: int = 0,
+               at: float | None = None) -> Priced:
+        """What a call to `model` at `provider` costs (prompt counts every input token)."""
+        known = self.providers.get(provider)
+        return self.prices.priced(model, prompt, output, cached, written, known.spec.type if known else "", at)
 
     def provider_for_host(self, host: str, port: int) -> Provider | None:
         hostport = f"{normalize_host(host)}:{port}"
@@ -312,26 +318,31 @@ DEFAULT_PRICES = Path(__file__).resolve().parents[3] / "config" / "prices.yaml"
 
 
 def _price(node, path: str) -> Price:
-    node = _mapping(node, path, {"input", "output", "cached_input"})
+    names = ("input", "output", "cached_input", "cache_write")
+    node = _mapping(node, path, set(names))
     values = {}
-    for name in ("input", "output", "cached_input"):
-        value = node.get(name, node.get("input") if name == "cached_input" else None)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+    for name in names:
+        value = node.get(name, node.get("input") if name == "cached_input" else -1 if name == "cache_write" else None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or (value < 0 and name != "cache_write"):
             raise ConfigError(f"{path}.{name}: expected a price in USD per million tokens, got {value!r}")
         values[name] = float(value)
     return Price(**values)
 
 
 def _prices(value, base_dir) -> PriceTable:
-    """The price file: `prices: PATH` (relative to the config file), default config/prices.yaml."""
+    """The local price file: `prices: PATH` (relative to the config file), default config/prices.yaml."""
     path = Path(base_dir or ".") / _str(value, "prices") if value is not None else DEFAULT_PRICES
     if value is None and not path.is_file():
         return PriceTable()
-    data = _mapping(_read_yaml(path), str(path), {"default", "models"})
+    data = _mapping(_read_yaml(path), str(path), {"default", "models", "catalog"})
     models = _mapping(data.get("models"), f"{path}: models", set(map(str, data.get("models") or {})))
+    catalog = data.get("catalog", True)
+    if not isinstance(catalog, bool):
+        raise ConfigError(f"{path}: catalog: expected true or false, got {catalog!r}")
     return PriceTable(
         default=_price(data["default"], f"{path}: default") if data.get("default") else PriceTable().default,
         models={str(m): _price(node, f"{path}: models.{m}") for m, node in models.items()},
+        catalog=catalog,
     )
 
 

@@ -21,6 +21,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 USAGE_ENDPOINTS = ("/chat/completions", "/completions")  # OpenAI endpoints whose streams can report usage
@@ -80,7 +81,8 @@ def usage_from_body(dialect: str, body: dict) -> Usage | None:
     if dialect == ANTHROPIC:
         cached = _int(usage.get("cache_read_input_tokens"))
         created = _int(usage.get("cache_creation_input_tokens"))
-        return Usage(_int(usage.get("input_tokens")) + cached + created, _int(usage.get("output_tokens")), cached)
+        return Usage(_int(usage.get("input_tokens")) + cached + created, _int(usage.get("output_tokens")), cached,
+                     created)
     # OpenAI: chat/completions use prompt/completion_tokens, the Responses API input/output_tokens.
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     return Usage(

@@ -1,30 +1,93 @@
-"""Money per call, from config/prices.yaml (USD per million tokens)."""
+"""Money per call: local overrides (config/prices.yaml) first, then the maintained `genai-prices` catalogue (tiers for
+long contexts, cache reads and writes, time-of-day prices), then the `default` price, which is counted as unpriced."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from genai_prices import Usage, data_snapshot
+
+# tollgate's provider types under their catalogue names; the others (qwen, self-hosted) are found by model name alone.
+CATALOG_PROVIDER = {"openai": "openai", "azure-openai": "azure", "anthropic": "anthropic", "gemini": "google",
+                    "deepseek": "deepseek", "mistral": "mistral", "groq": "groq", "openrouter": "openrouter",
+                    "xai": "x-ai"}
+
+OVERRIDE, CATALOG, DEFAULT = "override", "catalog", "default"  # how a call was priced (ledger `priced_by`)
 
 
 @dataclass(frozen=True)
 class Price:
+    """A local price in USD per million tokens."""
     input: float
     output: float
-    cached_input: float
+    cached_input: float       # prompt tokens read from the provider's cache
+    cache_write: float = -1   # prompt tokens written to the provider's cache; -1: as `input`
+
+    def cost(self, prompt: int, output: int, cached: int, written: int) -> float:
+        written = min(written, prompt)
+        cached = min(cached, prompt - written)
+        plain = prompt - cached - written
+        write = self.input if self.cache_write < 0 else self.cache_write
+        return (plain * self.input + cached * self.cached_input + written * write + output * self.output) / 1e6
+
+
+class Priced(NamedTuple):
+    usd: float
+    by: str  # override | catalog | default
+
+
+@functools.lru_cache(maxsize=2048)  # model names come from clients: bounded
+def _catalog_model(provider_type: str, model: str):
+    """(provider, model) entries of the catalogue for a call, or None."""
+    snapshot = data_snapshot.get_snapshot()
+    wanted = CATALOG_PROVIDER.get(provider_type)
+    providers = [p for p in snapshot.providers if p.id == wanted] if wanted else []
+    for provider in providers:  # the provider's own list, then the model's maker wherever it is sold
+        if entry := provider.find_model(model.lower(), all_providers=snapshot.providers):
+            return provider, entry
+    for provider in snapshot.providers:
+        if provider.model_match is not None and provider.model_match.is_match(model.lower()):
+            if entry := provider.find_model(model.lower(), all_providers=snapshot.providers):
+                return provider, entry
+    return None
 
 
 @dataclass(frozen=True)
 class PriceTable:
     default: Price = Price(1.0, 4.0, 0.5)
-    models: dict[str, Price] = field(default_factory=dict)
+    models: dict[str, Price] = field(default_factory=dict)  # local overrides: exact name or prefix
+    catalog: bool = True                                    # consult genai-prices
 
-    def price(self, model: str) -> Price:
-        """Exact name, else the longest listed prefix, else the default."""
+    def override(self, model: str) -> Price | None:
+        """Exact name, else the longest listed prefix."""
         if model in self.models:
             return self.models[model]
         prefixes = [m for m in self.models if model.startswith(m)]
-        return self.models[max(prefixes, key=len)] if prefixes else self.default
+        return self.models[max(prefixes, key=len)] if prefixes else None
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        p = self.price(model)
-        cached = min(cached_tokens, prompt_tokens)
-        return ((prompt_tokens - cached) * p.input + cached * p.cached_input + completion_tokens * p.output) / 1e6
+    def priced(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+               cache_write_tokens: int = 0, provider_type: str = "", at: float | None = None) -> Priced:
+        """prompt_tokens counts every input token, cached and cache-written ones included."""
+        if (local := self.override(model)) is not None:
+            return Priced(local.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), OVERRIDE)
+        found = _catalog_model(provider_type, model) if self.catalog and model else None
+        if found is not None:
+            provider, entry = found
+            written = min(cache_write_tokens, prompt_tokens)
+            usage = Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens,
+                          cache_read_tokens=min(cached_tokens, prompt_tokens - written), cache_write_tokens=written)
+            when = datetime.fromtimestamp(at, UTC) if at else None
+            try:
+                return Priced(float(entry.calc_price(usage, provider, genai_request_timestamp=when).total_price),
+                              CATALOG)
+            except (ValueError, ArithmeticError):  # a price the catalogue cannot compute for this usage
+                pass
+        return Priced(self.default.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), DEFAULT)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             cache_write_tokens: int = 0, provider_type: str = "") -> float:
+        return self.priced(model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+                           provider_type).usd

@@ -49,10 +49,12 @@ class CallRecord:
     status: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0            # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0       # prompt tokens written to it (Anthropic prices them apart)
     usage_source: str = ""            # provider | estimate | cache | none
     cost_usd: float = 0.0             # money spent (priced from config/prices.yaml); 0 for a cache hit
     saved_usd: float = 0.0            # a cache hit: what the call would have cost
+    priced_by: str = ""               # override (config/prices.yaml) | catalog (genai-prices) | default (unpriced)
     latency_ms: float | None = None
     ttft_ms: float | None = None
     decision: str = Decision.FORWARDED  # a Decision

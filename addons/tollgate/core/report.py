@@ -15,7 +15,7 @@ GROUPINGS = {
     "day": "started_at",  # bucketed into dates in the report's time zone
 }
 COLUMNS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "saved_usd", "blocked",
-           "limited", "errors", "p50_ms", "p95_ms")
+           "limited", "errors", "unpriced", "p50_ms", "p95_ms")  # unpriced: calls charged at the `default` price
 
 
 def parse_when(text: str, now: datetime | None = None, tz: tzinfo = timezone.utc) -> float:
@@ -52,11 +52,11 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
     """One row per group, biggest spender first (`day`: by date, in time zone tz). Cache hits count as calls and as
     money saved, never as spend."""
     where, args = _window(since, until)
-    saved = "saved_usd" if "saved_usd" in {r[1] for r in db.execute("PRAGMA table_info(calls)")} else "0"
+    saved, priced_by = _optional(db, "saved_usd", "0"), _optional(db, "priced_by", "''")
     sql = (f"SELECT {GROUPINGS[by]} AS key, prompt_tokens, completion_tokens, cost_usd, {saved}, cache, decision, "
-           f"status, latency_ms FROM calls WHERE {where}")
+           f"status, latency_ms, {priced_by} FROM calls WHERE {where}")
     groups: dict[str, dict] = defaultdict(lambda: {c: 0 for c in COLUMNS} | {"_latency": []})
-    for key, prompt, completion, cost, saved_usd, cache, decision, status, latency in db.execute(sql, args):
+    for key, prompt, completion, cost, saved_usd, cache, decision, status, latency, priced in db.execute(sql, args):
         if by == "day":
             key = datetime.fromtimestamp(key, tz).strftime("%Y-%m-%d")
         g = groups[key or "-"]
@@ -68,6 +68,7 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
         g["prompt_tokens"] += prompt or 0
         g["completion_tokens"] += completion or 0
         g["cost_usd"] += cost or 0
+        g["unpriced"] += priced == "default"
         if decision in ("limited", "over_budget"):
             g["limited"] += 1
         elif decision == "rejected":
@@ -87,13 +88,30 @@ def report(db: sqlite3.Connection, by: str, since: float | None = None, until: f
     return sorted(rows, key=lambda r: (-r["cost_usd"], -r["calls"], str(r[by])))
 
 
-def usage_over_time(db: sqlite3.Connection, since: float | None = None, until: float | None = None,
-                    bucket: str = "%Y-%m-%d") -> dict[str, dict[str, int]]:
-    """model -> {time bucket -> tokens}, cache hits excluded."""
+def _optional(db: sqlite3.Connection, column: str, otherwise: str) -> str:
+    """A column a ledger written by an older version may lack."""
+    return column if column in {r[1] for r in db.execute("PRAGMA table_info(calls)")} else otherwise
+
+
+def unpriced_models(db: sqlite3.Connection, since: float | None = None, until: float | None = None) -> dict[str, int]:
+    """model -> calls charged at the `default` price (neither config/prices.yaml nor the catalogue knew it)."""
+    if _optional(db, "priced_by", "") == "":
+        return {}
+    where, args = _window(since, until, "priced_by = 'default'")
+    sql = f"SELECT COALESCE(NULLIF(model, ''), requested_model, '-'), COUNT(*) FROM calls WHERE {where} GROUP BY 1"
+    return dict(sorted(db.execute(sql, args), key=lambda item: -item[1]))
+
+
+def over_time(db: sqlite3.Connection, metric: str = "cost", since: float | None = None, until: float | None = None,
+              tz: tzinfo = timezone.utc, hourly: bool = False) -> dict[str, dict[str, float]]:
+    """model -> {day (or hour) in tz -> spend in USD, or tokens}; cache hits spend nothing and are left out, and so
+    are models with nothing to show."""
     where, args = _window(since, until, "COALESCE(cache, '') != 'hit'")
-    series: dict[str, dict[str, int]] = defaultdict(dict)
-    sql = (f"SELECT COALESCE(NULLIF(model, ''), requested_model, '-'), strftime('{bucket}', started_at, 'unixepoch'),"
-           f" SUM(prompt_tokens + completion_tokens) FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 2")
-    for model, when, tokens in db.execute(sql, args):
-        series[model or "-"][when] = tokens or 0
-    return dict(series)
+    value = "cost_usd" if metric == "cost" else "prompt_tokens + completion_tokens"
+    sql = f"SELECT COALESCE(NULLIF(model, ''), requested_model, '-'), started_at, {value} FROM calls WHERE {where}"
+    shape = "%Y-%m-%d %H:00" if hourly else "%Y-%m-%d"
+    series: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for model, started, amount in db.execute(sql, args):
+        if amount:
+            series[model or "-"][datetime.fromtimestamp(started, tz).strftime(shape)] += amount
+    return {model: dict(points) for model, points in series.items()}
