@@ -1,5 +1,5 @@
-# Sourced by scripts/*: finds a Python >= 3.12, creates .venv and installs the project on first use
-# (again whenever pyproject.toml changes). Leaves $ROOT and $PY set.
+# Sourced by scripts/*: finds a Python >= 3.12, creates .venv and installs the project on first use from the lock
+# files in requirements/ (again whenever they or pyproject.toml change). Leaves $ROOT and $PY set.
 # TOLLGATE_EXTRAS (set by the sourcing script): which extras it needs: "" for the gateway itself (production: no test
 # tools), "charts", or "dev" (tests, SDKs, fake provider, benchmark; includes charts). Default: dev.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,20 +27,23 @@ _tollgate_find_python() {
 }
 
 _tollgate_setup() {
-    local stamp="$VENV/.installed" want extras="${TOLLGATE_EXTRAS-dev}" have
-    want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    local stamp="$VENV/.installed" want full extras="${TOLLGATE_EXTRAS-dev}" have lock
+    lock="$ROOT/requirements/${extras:-gateway}.lock"
+    want="$(cat "$ROOT/pyproject.toml" "$lock" | sha256sum | cut -d' ' -f1)"
+    full="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/dev.lock" | sha256sum | cut -d' ' -f1)"
     have="$(cat "$stamp" 2>/dev/null)"
-    # dev includes everything; an install with the extras asked for (or more) is enough
-    if [ -x "$PY" ] && { [ "$have" = "dev:$want" ] || [ "$have" = "$extras:$want" ]; }; then return 0; fi
+    # dev includes everything: an install of what is asked for, or of dev, is enough
+    if [ -x "$PY" ] && { [ "$have" = "$extras:$want" ] || [ "$have" = "dev:$full" ]; }; then return 0; fi
     if [ ! -x "$PY" ]; then
         local base
         base="$(_tollgate_find_python)" || { echo "tollgate: needs Python >= 3.12 (python3.12/python3.13 on PATH, or pyenv)" >&2; return 1; }
         echo "tollgate: creating .venv with $base" >&2
         "$base" -m venv "$VENV" || return 1
     fi
-    echo "tollgate: installing dependencies (first run only)" >&2
-    "$PY" -m pip install --quiet --upgrade pip >&2 || return 1
-    "$PY" -m pip install --quiet -e "$ROOT${extras:+[$extras]}" >&2 || return 1
+    echo "tollgate: installing the pinned dependencies of requirements/$(basename "$lock") (first run only)" >&2
+    # The lock pins every package with its hashes (scripts/lock writes it): the same bytes on every machine.
+    "$PY" -m pip install --quiet --require-hashes -r "$lock" >&2 || return 1
+    "$PY" -m pip install --quiet --no-deps -e "$ROOT" >&2 || return 1
     echo "$extras:$want" > "$stamp"
 }
 

@@ -61,3 +61,24 @@ def test_plain_answers_and_other_flows():
     assert "Plain answer" in render_answer("openai", json.dumps(answer).encode(), "application/json")
     other = tflow.tflow(resp=True)  # no tollgate record: not an LLM call, the view stands aside
     assert LLMContentview().render_priority(b"{}", Metadata(flow=other, content_type="application/json")) < 0
+
+
+def test_the_view_starts_with_the_record_and_wraps_long_answers():
+    flow = flow_with("openai", "/v1/chat/completions")
+    record = CallRecord(id="x", started_at=0, client_ip="", dialect="openai", endpoint="/v1/chat/completions",
+                        consumer="alice", group="research", provider="openai", requested_model="gpt-4o",
+                        model="gpt-4o-mini", status=200, prompt_tokens=812, completion_tokens=96,
+                        usage_source="provider", cost_usd=0.000213, priced_by="catalog", decision="forwarded")
+    flow.metadata["tollgate"] = record.row()
+    # an OpenAI stream whose usage chunk the gateway asked for and kept from the client
+    words = " ".join(f"word{i}" for i in range(400))
+    stream = (b'data: {"choices": [{"delta": {"content": "' + words.encode() + b'"}}]}\n\ndata: [DONE]\n\n')
+    meta = Metadata(flow=flow, content_type="text/event-stream", http_message=flow.response)
+    text = LLMContentview().prettify(stream, meta)
+    head = text.split("assistant")[0]
+    assert "decision: forwarded  status 200" in head and "consumer: alice (research)" in head
+    assert "gpt-4o → gpt-4o-mini via openai" in head and "812 prompt → 96 completion tokens (provider)" in head
+    assert "cost $0.000213 (priced by catalog)" in head
+    assert "[no usage reported]" not in text and "the gateway's count is in the record above" in text
+    assert max(map(len, text.splitlines())) <= 100 and "word399" in text
+    assert "".join(text.split("streamed, 2 events):\n")[1].split("\n\n")[0].split("\n")).count("word") == 400

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 
+import openai
 import pytest
 
 from conftest import ROOT
@@ -39,11 +40,22 @@ def test_mitmweb_flow_list_shows_the_comment(tmp_path, fake, chromium):
                  tool="mitmweb", extra=("--set", f"web_port={free_port()}", "--set", "web_open_browser=false",
                                         "--set", "store_streamed_bodies=true", *columns))
     try:
-        gw.openai("tg-web-alice").chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        client = gw.openai("tg-web-alice").with_options(max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            gw.openai("tg-web-nobody").chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        with pytest.raises(openai.InternalServerError):  # the provider's own 5xx: forwarded, and marked
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
+                                           extra_headers={"x-fake-status": "503"})
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        gw.rows_since(0, 3)
         comment = gw.last_row()["consumer"] + " · gpt-4o-mini · "
         dom = browse(chromium, tmp_path / "profile1", "--dump-dom", gw.web_url)
         assert comment in dom, dom[-2000:]
         assert "12 tok" in dom or "→12 tok" in dom
+        assert "401 rejected" in dom and "503 · alice" in dom
+        # markers in symbols every system font has (DejaVu here): ✖ refused, ⚠ a 5xx answer
+        assert dom.count("\u2716") == 1 and dom.count("\u26a0") == 1
+        assert "127.0.0.1" not in dom.split("<tbody")[1].split("</tbody>")[0]  # the URL the client called, not the rewritten upstream
         artifacts = ROOT / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         shot = artifacts / "mitmweb.png"

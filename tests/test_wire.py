@@ -45,7 +45,7 @@ def run(tap, data: bytes, step: int) -> bytes:
      Usage(3, 4, 1)),
     (OPENAI, {"usage": {"prompt_tokens": 5, "total_tokens": 5}}, Usage(5, 0, 0)),  # embeddings
     (ANTHROPIC, {"usage": {"input_tokens": 10, "output_tokens": 2, "cache_read_input_tokens": 30,
-                           "cache_creation_input_tokens": 5}}, Usage(45, 2, 30)),
+                           "cache_creation_input_tokens": 5}}, Usage(45, 2, 30, 5)),
     (GEMINI, {"usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3, "thoughtsTokenCount": 2,
                                 "cachedContentTokenCount": 1}}, Usage(8, 5, 1)),
     (OPENAI, {"choices": []}, None),

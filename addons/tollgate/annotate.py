@@ -6,10 +6,14 @@ from __future__ import annotations
 from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import record_of
 
-MARKERS = {Decision.REJECTED: ":no_entry:", Decision.UPSTREAM_ERROR: ":warning:",
-           Decision.UPSTREAM_TIMEOUT: ":hourglass:", Decision.CLIENT_ABORTED: ":scissors:",
-           Decision.MODERATED: ":shield:", Decision.LIMITED: ":stopwatch:", Decision.OVER_BUDGET: ":moneybag:",
-           Decision.GATEWAY_ERROR: ":boom:", Decision.UNAVAILABLE: ":construction:"}
+# mitmweb turns these names into symbols; all of them are in DejaVu Sans and the usual system fonts (no emoji font
+# needed), and the comment spells the decision out anyway.
+MARKERS = {Decision.REJECTED: ":heavy_multiplication_x:", Decision.LIMITED: ":zap:",         # ✖ ⚡
+           Decision.OVER_BUDGET: ":balance_scale:", Decision.MODERATED: ":biohazard:",       # ⚖ ☣
+           Decision.UPSTREAM_ERROR: ":warning:", Decision.UPSTREAM_TIMEOUT: ":interrobang:",  # ⚠ ⁉
+           Decision.CLIENT_ABORTED: ":scissors:", Decision.GATEWAY_ERROR: ":skull_and_crossbones:",  # ✂ ☠
+           Decision.UNAVAILABLE: ":radioactive:"}                                             # ☢
+MASKED, FAILED = ":eight_pointed_black_star:", ":warning:"  # ✴ a prompt was masked; ⚠ any other 5xx answer
 
 
 class Annotate:
@@ -22,7 +26,8 @@ class Annotate:
                 request = flow.request
                 request.scheme, request.host, request.port, request.path = record.client_url
             flow.comment = record.comment()
-            flow.marked = MARKERS.get(record.decision, ":see_no_evil:" if record.masked else "")
+            flow.marked = MARKERS.get(record.decision) or (FAILED if record.status >= 500 else
+                                                           MASKED if record.masked else "")
 
     def error(self, flow):
         self.response(flow)

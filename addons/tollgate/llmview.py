@@ -7,8 +7,9 @@ import json
 
 from mitmproxy import contentviews, http
 
-from tollgate.core.conversation import render_answer, render_request
+from tollgate.core.conversation import render_answer, render_record, render_request, wrap
 from tollgate.core.dialects import dialect_of_path
+from tollgate.core.record import METADATA_KEY
 from tollgate.flows import record_of
 
 
@@ -24,11 +25,16 @@ class LLMContentview(contentviews.Contentview):
         return record.dialect if record else None
 
     def prettify(self, data: bytes, metadata) -> str:
-        dialect = self._dialect(metadata) or dialect_of_path(metadata.flow.request.path.split("?")[0])
+        flow = metadata.flow
+        dialect = self._dialect(metadata) or dialect_of_path(flow.request.path.split("?")[0])
+        record = record_of(flow)
+        row = flow.metadata.get(METADATA_KEY) or (record.row() if record else None)
         if isinstance(metadata.http_message, http.Request):
             text = render_request(dialect, json.loads(data))
         else:
-            text = render_answer(dialect, data, metadata.content_type or "")
+            metered = bool(row and (row.get("prompt_tokens") or row.get("completion_tokens")))
+            text = render_answer(dialect, data, metadata.content_type or "", metered)
+        text = (render_record(row) if row else "") + wrap(text)
         return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate must not break a view
 
     def render_priority(self, data: bytes, metadata) -> float:
