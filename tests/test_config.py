@@ -91,3 +91,26 @@ def test_a_bad_config_at_start_is_one_line_without_a_traceback(tmp_path):
         Gateway(tmp_path, {"providers": {"openai": {"type": "openai", "kyes": ["x"]}}})
     log = str(e.value)
     assert "gateway.yaml:" in log and "did you mean 'keys'?" in log and "Traceback" not in log
+
+
+def test_each_feature_parses_its_section_and_the_core_has_no_import_cycle():
+    """config.py assembles the sections; the features own their parsers, and no core module imports back."""
+    import ast
+
+    from conftest import ROOT
+
+    core = ROOT / "addons" / "tollgate" / "core"
+    imports = {p.stem: {node.module or alias.name for node in ast.walk(ast.parse(p.read_text()))
+                        if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}
+               for p in core.glob("*.py")}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen))
+                   for n in imports.get(start, ()))
+
+    assert [m for m in imports if reaches(m, m, set())] == []
+    for module, parser in (("guard", "parse_guard"), ("limits", "parse_limits"), ("cache", "parse_cache"),
+                           ("prices", "parse_prices"), ("prompts", "parse_prompts"), ("answers", "parse_moderation"),
+                           ("providers", "parse_provider")):
+        assert f"def {parser}(" in (core / f"{module}.py").read_text()
+        assert module in imports["config"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from tollgate.core.answers import Moderator, Restorer, StreamEditor, answer_slots, refuse_answer
-from tollgate.flows import SYNTHETIC, record_of
+from tollgate.flows import record_of
 
 
 class AnswerGuard:
@@ -24,7 +24,7 @@ class AnswerGuard:
 
     def responseheaders(self, flow):
         record = record_of(flow)
-        if record is None or record.tap is None or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+        if record is None or record.tap is None or record.answered_here or flow.response.status_code != 200:
             return
         rules = self._rules(record)
         if not rules and not record.masked:
@@ -35,7 +35,7 @@ class AnswerGuard:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+        if record is None or record.answered_here or flow.response.status_code != 200:
             return
         if record.tap is not None:
             if record.tap.editor is not None and record.tap.editor.violated:

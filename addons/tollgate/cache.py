@@ -15,7 +15,7 @@ from tollgate.core.cache import Entry, cache_key, is_deterministic, request_dire
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.sse import StreamTap
 from tollgate.core.store import StoreError
-from tollgate.flows import SYNTHETIC, pending, record_of, spawn_store_write, store_health as health
+from tollgate.flows import pending, record_of, spawn_store_write, store_health as health
 
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
@@ -67,7 +67,7 @@ class CacheLookup:
             tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=drop, clock=time.time)
             body = b"".join(tap(body) + tap(b""))
         flow.response = http.Response.make(200, body, {"content-type": entry.content_type, STATUS_HEADER: "HIT"})
-        flow.metadata[SYNTHETIC] = True
+        record.answered_here = True
         record.cache, record.decision, record.status = "hit", "cached", 200
         record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
         record.usage_source = "cache"
@@ -88,7 +88,7 @@ class CacheFill:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None or record.cache != "miss" or flow.metadata.get(SYNTHETIC) or flow.response.status_code != 200:
+        if record is None or record.cache != "miss" or record.answered_here or flow.response.status_code != 200:
             return
         if record.moderation:
             return  # a withheld answer is not worth keeping

@@ -24,7 +24,7 @@ from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, ge
 from tollgate.core.providers import split_host
 from tollgate.core.record import CallRecord, Decision
 from tollgate import internals
-from tollgate.flows import (SYNTHETIC, THREAD_ABOVE_CHARS, off_loop_if, open_record, pending, record_of, reject,
+from tollgate.flows import (THREAD_ABOVE_CHARS, off_loop_if, open_record, pending, record_of, reject,
                             strip_credentials)
 
 NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -59,7 +59,7 @@ class Classify:
         strip_credentials(flow.request.headers)  # it goes no further, and must not show in the log either
         if (record := record_of(flow)) is not None:
             record.status, record.decision, record.reason = 413, Decision.REJECTED, message
-            flow.metadata[SYNTHETIC] = True  # the gateway answers it; nothing went upstream
+            record.answered_here = True
 
     def is_gate_flow(self, flow) -> bool:
         """Does the gateway own this flow (decided from the request head alone)? Its body limit then applies."""

@@ -13,7 +13,6 @@ from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.store import StoreError
 from tollgate.core.record import CallRecord
 
-SYNTHETIC = "tollgate_synthetic"  # flow.metadata flag: the gateway answered, nothing went upstream
 THREAD_ABOVE_CHARS = 50_000  # prompts larger than this are scanned and counted off the event loop
 
 
@@ -55,7 +54,7 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
         status, error_body(record.dialect, status, message, code),
         {"content-type": "application/json", **(headers or {})},
     )
-    flow.metadata[SYNTHETIC] = True
+    record.answered_here = True
     record.status = status
     record.decision = decision
     record.reason = message

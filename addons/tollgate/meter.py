@@ -11,7 +11,7 @@ import time
 from tollgate.core import tokens
 from tollgate.core.dialects import Usage, usage_from_body
 from tollgate.core.record import Decision
-from tollgate.flows import SYNTHETIC, record_of
+from tollgate.flows import record_of
 
 log = logging.getLogger("tollgate")
 
@@ -30,7 +30,7 @@ class Meter:
 
     def response(self, flow):
         record = record_of(flow)
-        if record is None or flow.metadata.get(SYNTHETIC):
+        if record is None or record.answered_here:
             return
         self._response(flow, record)
         self._price(record)
@@ -55,7 +55,7 @@ class Meter:
 
     def error(self, flow):
         record = record_of(flow)
-        if record is None or flow.metadata.get(SYNTHETIC):
+        if record is None or record.answered_here:
             return
         record.latency_ms = round((time.time() - record.started_at) * 1000, 2)
         message = flow.error.msg if flow.error else ""

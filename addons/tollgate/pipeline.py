@@ -23,7 +23,7 @@ from mitmproxy import http
 from tollgate import internals
 from tollgate.core.dialects import OPENAI, dialect_of_path, error_body
 from tollgate.core.record import CallRecord, Decision
-from tollgate.flows import SYNTHETIC, open_record, record_of, reject, strip_credentials
+from tollgate.flows import open_record, record_of, reject, strip_credentials
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
@@ -163,7 +163,7 @@ class Pipeline:
         response.stream = _Withhold(body)
         record.tap = None
         record.decision, record.reason, record.status = Decision.GATEWAY_ERROR, reason, 500
-        flow.metadata[SYNTHETIC] = True  # what the client gets is the gateway's own answer
+        record.answered_here = True  # what the client gets is the gateway's own answer
 
     async def websocket_message(self, flow):
         for hook, is_async, _, name in self._hooks["websocket_message"]:

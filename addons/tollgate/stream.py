@@ -15,7 +15,7 @@ import traceback
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.record import Decision
 from tollgate.core.sse import StreamDecoder, StreamTap
-from tollgate.flows import SYNTHETIC, pending, record_of
+from tollgate.flows import pending, record_of
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
@@ -43,7 +43,7 @@ class Stream:
 
     def responseheaders(self, flow):
         record = record_of(flow)
-        if record is None or flow.metadata.get(SYNTHETIC) or flow.error:
+        if record is None or record.answered_here or flow.error:
             return
         if not flow.response.headers.get("content-type", "").startswith("text/event-stream"):
             return

@@ -8,7 +8,6 @@ import hashlib
 import re
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 from .config import Config, Consumer
 from .providers import normalize_host
@@ -17,7 +16,6 @@ from .providers import normalize_host
 # gateway key instead (unless unknown_keys: passthrough).
 PROVIDER_KEY = re.compile(r"^(sk-|sk_|AIza|gsk_|xai-|pplx-|r8_|hf_|csk-|fw_|nvapi-)")
 
-KNOWN_AI_HOSTS_FILE = Path(__file__).resolve().parents[3] / "config" / "known-ai-hosts.txt"
 
 
 def key_problem(consumer: Consumer, now: datetime | None = None) -> str:
@@ -73,15 +71,6 @@ def proxy_credentials(header: str) -> tuple[str, str] | None:
 def user_id(consumer_name: str) -> str:
     """A stable pseudonymous id for the provider's abuse tracking (OpenAI's `user`): no name leaves the company."""
     return "tg-" + hashlib.sha256(f"tollgate-user:{consumer_name}".encode()).hexdigest()[:24]
-
-
-def load_known_hosts(path: Path = KNOWN_AI_HOSTS_FILE) -> tuple[str, ...]:
-    """Host entries ('host', '*.suffix', or 'host/path-prefix'), one a line, '#' comments."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return ()
-    return tuple(line.split("#", 1)[0].strip().lower() for line in lines if line.split("#", 1)[0].strip())
 
 
 def unapproved_entry(known: tuple[str, ...], host: str, path: str) -> str:

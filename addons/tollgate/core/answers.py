@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import dataclass
 
 from .dialects import ANTHROPIC, GEMINI
-from .guard import Rule, normalise
+from .guard import Rule, normalise, parse_text_rules
 from .sse import parse_event
+from .schema import ConfigError, mapping, string
 
 DEFAULT_REFUSAL = "[answer withheld by the gateway: content policy '{rule}']"
 
@@ -336,3 +338,26 @@ def refuse_answer(dialect: str, body, message: str) -> None:
             for choice in item.get("choices") or []:
                 if isinstance(choice, dict):
                     choice["finish_reason"] = "content_filter"
+
+
+@dataclass(frozen=True)
+class Moderation:
+    rules: tuple                      # core.guard.Rule, compiled (terms are their keywords)
+    refusal: str                      # what the client gets instead; {rule} names the rule
+    window: int = 64                  # characters of a stream held back while regexes/detectors may still match
+
+
+def parse_moderation(node, groups: dict, consumer_names: set[str]) -> Moderation | None:
+    if node is None:
+        return None
+    node = mapping(node, "moderation", {"rules", "refusal", "window"})
+    refusal = string(node.get("refusal", DEFAULT_REFUSAL), "moderation.refusal")
+    try:
+        refusal.format(rule="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError("moderation.refusal: only {rule} may appear in braces") from None
+    window = node.get("window", 64)
+    if not isinstance(window, int) or not 0 <= window <= 4096:
+        raise ConfigError(f"moderation.window: expected characters between 0 and 4096, got {window!r}")
+    rules = parse_text_rules(node.get("rules"), "moderation.rules", groups, consumer_names, "terms", ())
+    return Moderation(rules, refusal, window) if rules else None

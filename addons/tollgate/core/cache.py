@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from .schema import boolean, choice, mapping, parse_duration, parse_size
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "safety_identifier"})
 SCOPES = ("consumer", "group", "global")
@@ -74,3 +75,30 @@ class Entry:
             return cls(meta["content_type"], bool(meta["streamed"]), int(prompt), int(completion), body) if sep else None
         except (ValueError, KeyError, TypeError):
             return None  # an entry from another version: a miss
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    ttl_s: float = 3600.0
+    scope: str = "consumer"           # consumer | group | global
+    max_entry_bytes: int = 2**20
+    only_deterministic: bool = False  # store only answers to requests that ask for temperature 0
+    memory_bytes: int = 64 * 2**20    # bound of the in-memory store
+
+
+def parse_cache(node) -> CacheConfig | None:
+    if node is None:
+        return None
+    node = mapping(node, "cache", {"enabled", "ttl", "scope", "max_entry_bytes", "only_deterministic",
+                                   "memory_bytes"})
+    if not boolean(node.get("enabled", True), "cache.enabled"):
+        return None
+    default = CacheConfig()
+    return CacheConfig(
+        ttl_s=parse_duration(node.get("ttl", default.ttl_s), "cache.ttl"),
+        scope=choice(node.get("scope", default.scope), "cache.scope", ("consumer", "group", "global")),
+        max_entry_bytes=parse_size(node.get("max_entry_bytes", default.max_entry_bytes), "cache.max_entry_bytes"),
+        only_deterministic=boolean(node.get("only_deterministic", default.only_deterministic),
+                                   "cache.only_deterministic"),
+        memory_bytes=parse_size(node.get("memory_bytes", default.memory_bytes), "cache.memory_bytes"),
+    )

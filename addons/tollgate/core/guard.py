@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import re2
+from .schema import ConfigError, boolean, choice, error_status, known_names, list_of, mapping, patterns, string, unique
 
 
 def _luhn(digits: str) -> bool:
@@ -187,3 +188,38 @@ def mask(rules: tuple[Rule, ...], texts: list[str], consumer: str, group: str) -
 def summary(findings: list[Finding]) -> str:
     """For the ledger and mitmweb: rule names, actions and counts, never the matched text."""
     return ", ".join(f"{f.rule}:{f.action}×{f.count}" for f in findings)
+
+
+def parse_text_rules(nodes, path: str, groups: dict, consumer_names: set[str], words: str,
+                     actions: tuple) -> tuple:
+    """Prompt rules (guard) and answer rules (moderation) share one shape; `words` names their keyword list."""
+    rules, seen = [], set()
+    for i, rule in enumerate(list_of(nodes, path)):
+        where = f"{path}[{i}]"
+        rule = mapping(rule, where, {"name", "detectors", words, "whole_word", "case_sensitive", "regex", "groups",
+                                     "consumers"} | ({"action", "status"} if actions else set()))
+        name = unique(string(rule.get("name"), f"{where}.name"), seen, f"{where}.name")
+        status = error_status(rule.get("status", 403), f"{where}.status")
+        known_names(rule, where, groups, consumer_names)
+        built = Rule(name=name, action=choice(rule.get("action", "block"), f"{where}.action", actions or ("block",)),
+                     status=status, detectors=patterns(rule, "detectors", where) or (),
+                     keywords=patterns(rule, words, where) or (),
+                     whole_word=boolean(rule.get("whole_word", False), f"{where}.whole_word"),
+                     case_sensitive=boolean(rule.get("case_sensitive", False), f"{where}.case_sensitive"),
+                     regexes=patterns(rule, "regex", where) or (), groups=patterns(rule, "groups", where) or (),
+                     consumers=patterns(rule, "consumers", where) or ())
+        if not (built.detectors or built.keywords or built.regexes):
+            raise ConfigError(f"{where}: give detectors, {words} or regex")
+        try:
+            rules.append(compile_rule(built))
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return tuple(rules)
+
+
+def parse_guard(node, groups: dict, consumer_names: set[str]) -> dict:
+    node = mapping(node, "guard", {"rules", "headers", "url"})
+    headers = tuple(h.lower() for h in (patterns(node, "headers", "guard") or ()))
+    rules = parse_text_rules(node.get("rules"), "guard.rules", groups, consumer_names, "keywords", ACTIONS)
+    return {"guard_rules": rules,
+            "guard_headers": headers, "guard_url": boolean(node.get("url", True), "guard.url")}

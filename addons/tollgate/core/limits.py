@@ -18,12 +18,15 @@ import calendar
 import hashlib
 import ipaddress
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 
 from . import tokens
 from .realtime import is_realtime
+from .schema import (ConfigError, choice, count, error_status, known_names, list_of, mapping, parse_duration,
+                     patterns, string, unique)
 
 SLOTS = 60
 KINDS = ("requests", "tokens", "usd")
@@ -255,3 +258,138 @@ def rate_headers(states: list[tuple[Limit, WindowState]], now: float) -> dict[st
         headers[f"x-ratelimit-remaining-{kind}"] = str(remaining(limit, state))
         headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_ms(limit, state, now))
     return headers
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    limits: tuple = ()                # core.limits.Limit: rate limits, then budgets
+    on_store_error: str = "open"      # open: serve uncounted while the store is down | closed: 503
+    default_max_tokens: int = 4096    # reserved for output when a request gives no max_tokens
+    cache_hits: str = "requests"      # what a cache hit counts against: requests | all | none
+
+
+_AMOUNT_KEY = re.compile(r"^(requests?|query|queries|tokens?)_per_(second|minute|hour|day)$")
+
+
+_WINDOW_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+_PER_ALIASES = {"limit_by_per_ip": "ip", "limit_by_per_consumer": "consumer", "limit_by_per_group": "group",
+                "limit_by_per_model": "model"}
+
+
+def _with_amounts(node, keys: set[str]) -> set[str]:
+    """The keys a limit rule may have: `keys` and amounts such as token_per_minute."""
+    return keys | {k for k in node if _AMOUNT_KEY.match(str(k))} if isinstance(node, dict) else keys
+
+
+def _amounts(node: dict, path: str) -> list[tuple[str, int, float]]:
+    """(kind, amount, window) pairs: `requests`/`tokens` with `window`, and keys like token_per_minute."""
+    found = []
+    window = parse_duration(node["window"], f"{path}.window") if "window" in node else 60.0
+    if window < 1:
+        raise ConfigError(f"{path}.window: at least 1s, got {node['window']!r}")
+    for kind in ("requests", "tokens"):
+        if kind in node:
+            found.append((kind, count(node[kind], f"{path}.{kind}"), window))
+    for key, value in node.items():
+        if m := _AMOUNT_KEY.match(str(key)):
+            kind = "tokens" if m[1].startswith("token") else "requests"
+            found.append((kind, count(value, f"{path}.{key}"), float(_WINDOW_S[m[2]])))
+    return found
+
+
+def _subset(node: dict, path: str, groups: dict, consumer_names: set[str]) -> dict:
+    known_names(node, path, groups, consumer_names)
+    networks = []
+    for j, cidr in enumerate(patterns(node, "ips", path) or ()):
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise ConfigError(f"{path}.ips[{j}]: not an IP address or CIDR network: {cidr!r}") from None
+    return {"models": patterns(node, "models", path), "consumers": patterns(node, "consumers", path) or (),
+            "groups": patterns(node, "groups", path) or (), "networks": tuple(networks)}
+
+
+def _per(node: dict, path: str) -> str:
+    pers = [v for k, v in _PER_ALIASES.items() if k in node and k != "limit_by_per_ip"]
+    if "limit_by_per_ip" in node:  # Higress: from-remote-addr, or from-header-NAME (the client IP a balancer adds)
+        source = string(node["limit_by_per_ip"], f"{path}.limit_by_per_ip").lower()
+        if source == "from-remote-addr":
+            pers.append("ip")
+        elif m := re.fullmatch(r"from-header-([a-z0-9-]+)", source):
+            pers.append("ip-header:" + m[1])
+        else:
+            raise ConfigError(f"{path}.limit_by_per_ip: expected from-remote-addr or from-header-NAME (e.g. "
+                              f"from-header-x-real-ip), got {node['limit_by_per_ip']!r}")
+    if "limit_by_per_header" in node:
+        pers.append("header:" + string(node["limit_by_per_header"], f"{path}.limit_by_per_header").lower())
+    if "per" in node:
+        per = string(node["per"], f"{path}.per").lower()
+        if per not in ("global", "consumer", "group", "ip", "model") and not re.fullmatch(r"header:[a-z0-9-]+", per):
+            raise ConfigError(f"{path}.per: expected global, consumer, group, ip, model or header:NAME, got {per!r}")
+        pers.append(per)
+    if len(pers) > 1:
+        raise ConfigError(f"{path}: give one of per / limit_by_per_*")
+    return pers[0] if pers else "global"
+
+
+def parse_limits(node, budgets, groups: dict, consumer_names: set[str]) -> LimitsConfig:
+    node = mapping(node, "limits", {"rules", "on_store_error", "default_max_tokens", "cache_hits"})
+    limits, names = [], set()
+    base_keys = {f"{kind}_per_{unit}" for kind in ("requests", "tokens") for unit in _WINDOW_S} | {
+                 "name", "per", "limit_by_per_ip", "limit_by_per_consumer", "limit_by_per_group",
+                 "limit_by_per_model", "limit_by_per_header", "limit_keys", "models", "consumers", "groups", "ips",
+                 "requests", "tokens", "window", "rejected_code", "rejected_msg"}
+    for i, rule in enumerate(list_of(node.get("rules"), "limits.rules")):
+        path = f"limits.rules[{i}]"
+        rule = mapping(rule, path, _with_amounts(rule, base_keys))
+        name = unique(string(rule.get("name"), f"{path}.name"), names, f"{path}.name")
+        per = _per(rule, path)
+        status = error_status(rule.get("rejected_code", 429), f"{path}.rejected_code")
+        common = dict(rule=name, per=per, status=status, **_subset(rule, path, groups, consumer_names),
+                      message=string(rule.get("rejected_msg"), f"{path}.rejected_msg", required=False))
+        # limit_keys (the seed's shape): each entry is a subset of its own (an IP network, or a value of `per`)
+        entries = [(path, rule, {})]
+        for j, entry in enumerate(list_of(rule.get("limit_keys"), f"{path}.limit_keys")):
+            where = f"{path}.limit_keys[{j}]"
+            entry = mapping(entry, where, _with_amounts(entry, {"key", "requests", "tokens", "window"}))
+            key = string(entry.get("key"), f"{where}.key")
+            if per == "ip" or per.startswith("ip-header:"):
+                try:
+                    entries.append((where, entry, {"networks": (ipaddress.ip_network(key, strict=False),)}))
+                except ValueError:
+                    raise ConfigError(f"{where}.key: not an IP address or CIDR network: {key!r}") from None
+            else:
+                entries.append((where, entry, {"values": (key,)}))
+        produced = 0
+        for where, source, subset in entries:
+            for kind, amount, window in _amounts(source, where):
+                limits.append(Limit(kind=kind, amount=amount, window_s=window, index=produced,
+                                    **{**common, **subset}))
+                produced += 1
+        if not produced:
+            raise ConfigError(f"{path}: give requests or tokens (with window), or e.g. token_per_minute")
+    for i, rule in enumerate(list_of(budgets, "budgets")):
+        path = f"budgets[{i}]"
+        rule = mapping(rule, path, {"name", "per", "usd_per_day", "usd_per_month", "models", "consumers", "groups",
+                                    "rejected_msg"})
+        name = unique(string(rule.get("name"), f"{path}.name"), names, f"{path}.name")
+        per = choice(rule.get("per", "consumer"), f"{path}.per", ("consumer", "group", "global"))
+        periods = [p for p in ("day", "month") if f"usd_per_{p}" in rule]
+        if not periods:
+            raise ConfigError(f"{path}: give usd_per_day or usd_per_month")
+        for index, period in enumerate(periods):
+            usd = rule[f"usd_per_{period}"]
+            if not isinstance(usd, (int, float)) or isinstance(usd, bool) or usd <= 0:
+                raise ConfigError(f"{path}.usd_per_{period}: expected a positive amount of dollars, got {usd!r}")
+            limits.append(Limit(rule=name, kind="usd", amount=round(usd * 1e6), period=period, per=per, index=index,
+                                message=string(rule.get("rejected_msg"), f"{path}.rejected_msg", required=False),
+                                **_subset(rule, path, groups, consumer_names)))
+    default_max = node.get("default_max_tokens", 4096)
+    return LimitsConfig(
+        limits=tuple(limits),
+        on_store_error=choice(node.get("on_store_error", "open"), "limits.on_store_error", ("open", "closed")),
+        default_max_tokens=count(default_max, "limits.default_max_tokens"),
+        cache_hits=choice(node.get("cache_hits", "requests"), "limits.cache_hits", ("requests", "all", "none")),
+    )

@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NamedTuple
 
 from genai_prices import Usage, data_snapshot
+from .schema import ConfigError, mapping, read_yaml, string
 
 # tollgate's provider types under their catalogue names; the others (qwen, self-hosted) are found by model name alone.
 CATALOG_PROVIDER = {"openai": "openai", "azure-openai": "azure", "anthropic": "anthropic", "gemini": "google",
@@ -91,3 +93,35 @@ class PriceTable:
              cache_write_tokens: int = 0, provider_type: str = "") -> float:
         return self.priced(model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
                            provider_type).usd
+
+
+DEFAULT_PRICES = Path(__file__).resolve().parents[3] / "config" / "prices.yaml"
+
+
+def _price(node, path: str) -> Price:
+    names = ("input", "output", "cached_input", "cache_write")
+    node = mapping(node, path, set(names))
+    values = {}
+    for name in names:
+        value = node.get(name, node.get("input") if name == "cached_input" else -1 if name == "cache_write" else None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or (value < 0 and name != "cache_write"):
+            raise ConfigError(f"{path}.{name}: expected a price in USD per million tokens, got {value!r}")
+        values[name] = float(value)
+    return Price(**values)
+
+
+def parse_prices(value, base_dir) -> PriceTable:
+    """The local price file: `prices: PATH` (relative to the config file), default config/prices.yaml."""
+    path = Path(base_dir or ".") / string(value, "prices") if value is not None else DEFAULT_PRICES
+    if value is None and not path.is_file():
+        return PriceTable()
+    data = mapping(read_yaml(path), str(path), {"default", "models", "catalog"})
+    models = mapping(data.get("models"), f"{path}: models", set(map(str, data.get("models") or {})))
+    catalog = data.get("catalog", True)
+    if not isinstance(catalog, bool):
+        raise ConfigError(f"{path}: catalog: expected true or false, got {catalog!r}")
+    return PriceTable(
+        default=_price(data["default"], f"{path}: default") if data.get("default") else PriceTable().default,
+        models={str(m): _price(node, f"{path}: models.{m}") for m, node in models.items()},
+        catalog=catalog,
+    )

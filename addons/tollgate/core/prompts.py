@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from .dialects import ANTHROPIC, GEMINI
+from .schema import ConfigError, choice, known_names, list_of, mapping, patterns, string, unique
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
@@ -149,3 +150,41 @@ def _anthropic_system(system) -> list:
 
 def _gemini(message: dict) -> dict:
     return {"role": "model" if message["role"] == "assistant" else "user", "parts": [{"text": message["content"]}]}
+
+
+@dataclass(frozen=True)
+class Prompts:
+    templates: dict = field(default_factory=dict)   # name -> core.prompts.Template
+    decorators: tuple = ()                           # core.prompts.Decorator
+
+
+def parse_prompts(node, groups: dict, consumer_names: set[str]) -> Prompts:
+    node = mapping(node, "prompts", {"templates", "decorators"})
+    templates = {}
+    for i, item in enumerate(list_of(node.get("templates"), "prompts.templates")):
+        path = f"prompts.templates[{i}]"
+        item = mapping(item, path, {"name", "template"})
+        name = unique(string(item.get("name"), f"{path}.name"), set(templates), f"{path}.name", "template")
+        body = mapping(item.get("template"), f"{path}.template", set(map(str, item.get("template") or {})))
+        if not body:
+            raise ConfigError(f"{path}.template: expected the request body to expand into")
+        templates[name] = Template(name, body, placeholders(body))
+    decorators = []
+    for i, item in enumerate(list_of(node.get("decorators"), "prompts.decorators")):
+        path = f"prompts.decorators[{i}]"
+        item = mapping(item, path, {"name", "models", "groups", "consumers", "prepend", "append"})
+        known_names(item, path, groups, consumer_names)
+        messages = {}
+        for key in ("prepend", "append"):
+            messages[key] = []
+            for j, message in enumerate(list_of(item.get(key), f"{path}.{key}")):
+                message = mapping(message, f"{path}.{key}[{j}]", {"role", "content"})
+                role = choice(message.get("role", "system"), f"{path}.{key}[{j}].role", ("system", "user", "assistant"))
+                messages[key].append({"role": role, "content": string(message.get("content"), f"{path}.{key}[{j}].content")})
+        if not messages["prepend"] and not messages["append"]:
+            raise ConfigError(f"{path}: give prepend or append messages")
+        decorators.append(Decorator(string(item.get("name", f"decorator-{i}"), f"{path}.name"),
+                                    tuple(messages["prepend"]), tuple(messages["append"]),
+                                    patterns(item, "models", path), patterns(item, "groups", path) or (),
+                                    patterns(item, "consumers", path) or ()))
+    return Prompts(templates, tuple(decorators))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from .dialects import ANTHROPIC, GEMINI, OPENAI
+from .schema import ConfigError, choice, list_of, mapping, string
 
 BEARER = ("authorization", "Bearer ")
 
@@ -61,3 +64,70 @@ def split_host(hostport: str, default_port: int = 443) -> tuple[str, int]:
     if sep and port.isdigit() and not host.endswith(":"):  # not the end of a bare IPv6 address
         return normalize_host(host), int(port)
     return normalize_host(hostport), default_port
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    spec: ProviderSpec
+    hosts: tuple[str, ...]        # "host:port", lower case; "*.suffix:port" matches any subdomain
+    keys: tuple[str, ...]
+    base_url: str                 # scheme://host[:port]/prefix of OpenAI-wire endpoints
+    upstream: str = ""            # if set, traffic goes to this base URL instead (tests, private mirrors)
+    api_version: str = ""         # Azure only
+    keyless: bool = False         # `auth: none`: a self-hosted server that takes no key; others need a key
+
+    @property
+    def configured(self) -> bool:
+        """Can calls go out? A provider without an org key answers 503 instead of forwarding without one."""
+        return bool(self.keys) or self.keyless
+
+
+def parse_provider(name: str, node, path: str, warnings: list[str]) -> Provider:
+    node = mapping(node, path, {"type", "keys", "hosts", "upstream", "base_url", "api_version", "auth"})
+    type_ = string(node.get("type"), f"{path}.type")
+    spec = SPECS.get(type_)
+    if spec is None:
+        raise ConfigError(f"{path}.type: unknown provider type {type_!r} (known: {', '.join(sorted(SPECS))})")
+    keys = []
+    for i, key in enumerate(list_of(node.get("keys"), f"{path}.keys")):
+        key = string(key, f"{path}.keys[{i}]", required=False)
+        if key:  # an unset ${VAR} leaves an empty key: dropped, with the warning already recorded
+            keys.append(key)
+    hosts = [string(h, f"{path}.hosts[{i}]") for i, h in enumerate(list_of(node.get("hosts"), f"{path}.hosts"))]
+    hosts = hosts or list(spec.hosts)
+    if not hosts:
+        raise ConfigError(f"{path}.hosts: provider type {type_!r} has no default host; list its hosts")
+    normalized = tuple("{}:{}".format(*split_host(h)) for h in hosts)
+    base_url = string(node.get("base_url"), f"{path}.base_url", required=False) or spec.base_url.format(
+        host=hosts[0].lstrip("*.")
+    )
+    upstream = string(node.get("upstream"), f"{path}.upstream", required=False)
+    for key_name, url in (("base_url", base_url), ("upstream", upstream)):
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"{path}.{key_name}: expected an http(s) URL, got {url!r}")
+    api_version = string(node.get("api_version"), f"{path}.api_version", required=False)
+    if spec.deployment_paths and not api_version:
+        api_version = "2024-10-21"
+    keyless = choice(node.get("auth", "key"), f"{path}.auth", ("key", "none")) == "none"
+    if keyless and keys:
+        raise ConfigError(f"{path}.auth: 'none' means the provider takes no key, but keys are configured")
+    if not keys and not keyless:
+        warnings.append(f"{path}.keys: no org key configured; calls to {name} are refused with 503 "
+                        f"provider_not_configured (a self-hosted server without keys says auth: none)")
+    return Provider(name, spec, normalized, tuple(keys), base_url.rstrip("/"), upstream.rstrip("/"), api_version,
+                    keyless)
+
+
+KNOWN_AI_HOSTS_FILE = Path(__file__).resolve().parents[3] / "config" / "known-ai-hosts.txt"
+
+
+def load_known_hosts(path: Path = KNOWN_AI_HOSTS_FILE) -> tuple[str, ...]:
+    """Host entries ('host', '*.suffix', or 'host/path-prefix'), one a line, '#' comments."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ()
+    return tuple(line.split("#", 1)[0].strip().lower() for line in lines if line.split("#", 1)[0].strip())
