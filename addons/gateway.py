@@ -17,6 +17,7 @@ from tollgate.authenticate import Authenticate  # noqa: E402
 from tollgate.authorize import Authorize  # noqa: E402
 from tollgate.cache import CacheFill, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
+from tollgate.collector import CollectorTuning  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.guard import Guard  # noqa: E402
 from tollgate.ledger import Ledger, LedgerAdmission  # noqa: E402
@@ -38,6 +39,7 @@ admit, settle = Admit(settings), Settle(settings)  # limits act at two places (a
 addons = [
     settings,                     # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
     Pipeline(
+        CollectorTuning(),        # the cycle collector: start-up objects frozen, rarer young collections
         Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503

@@ -1,68 +1,158 @@
-"""Side-by-side benchmark behind scripts/bench.
+"""Side-by-side benchmark behind scripts/bench: tollgate against the floor, in one run, on one machine.
 
-Both proxies intercept HTTPS from one keep-alive client and reach the same fake provider over HTTPS:
-  plain    mitmdump with no addons; the client calls https://127.0.0.1:<fake>/v1/chat/completions
-  gateway  mitmdump -s addons/gateway.py; the client calls https://api.openai.com/v1/chat/completions with a
-           gateway key; the gateway authenticates, routes, injects the org key, meters and writes the ledger.
-  cache    the same gateway with the response cache on (memory store): every call after the first is a hit.
-  limits   the gateway with a request limit, a token limit and a budget per consumer (never reached), counted in
-           the memory store, and the same counted in a private redis-server (the cost of shared, exact limits).
-Rounds alternate between the two so that machine noise hits both alike.
+Every proxy intercepts HTTPS (HTTPS_PROXY style, CONNECT api.openai.com) from keep-alive clients and reaches the
+same fake provider over HTTPS; every call carries a distinct prompt, so nothing is a cache hit unless asked for:
+  floor                  mitmdump with one addon that only rewrites the destination (scripts/bench_floor.py)
+  tollgate               providers + one consumer + the ledger (authenticate, route, inject the org key, meter)
+  default chain, memory  + prompt guard, a rate limit, a token limit and a budget, the response cache (misses)
+  default chain, redis   the same with limits and cache in a private redis-server
+  cache hit              the same prompt every time, answered from the memory cache
+Rounds alternate between the targets so that machine noise hits all alike; figures are medians of the rounds.
+
+Other modes:
+  --streams 2000     that many concurrent open streams on one gateway (slow fake provider): TTFT p50/p99, errors,
+                     the gateway's RSS and CPU, and event-loop stalls from tollgate_event_loop_lag_seconds
+  --memory 100000    RSS of one gateway after 10% of that many calls and after all of them (cache bounded)
 """
 
 import argparse
+import asyncio
+import itertools
 import json
+import os
+import re
+import resource
 import shutil
 import ssl
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from harness import FakeLLM, Gateway, RedisServer
+from harness import ROOT, FakeLLM, Gateway, RedisServer, free_port
 
 KEY = "tg-bench-key"
+URL = "https://api.openai.com/v1/chat/completions"
 LIMITS = {"rules": [{"name": "per-consumer", "per": "consumer", "requests_per_minute": 10**9,
                      "tokens_per_minute": 10**12}]}
 BUDGETS = [{"name": "daily", "usd_per_day": 10**6}]
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark me"}]}
+GUARD = {"rules": [{"name": "secrets", "detectors": ["private_key", "aws_access_key", "github_token", "openai_key",
+                                                     "anthropic_key", "jwt"]},
+                   {"name": "cards", "detectors": ["credit_card", "iban"], "status": 400}]}
+INSECURE = ("--set", "ssl_insecure=true", "--set", "flow_detail=0")  # the fake's certificate is self-signed
+TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", "default chain, redis": "≥ 75% req/s"}
+_prompts = itertools.count()
+_run = uuid.uuid4().hex[:8]
 
 
-def client_for(proxy: Gateway) -> httpx.Client:
-    return httpx.Client(proxy=proxy.proxy, verify=ssl.create_default_context(cafile=proxy.ca), timeout=30,
-                        headers={"authorization": f"Bearer {KEY}"})
+def body(stream: bool = False, fixed: bool = False) -> dict:
+    text = "benchmark me" if fixed else f"benchmark me {_run}-{next(_prompts)}"
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **({"stream": True} if stream else {})}
 
 
-def plain_calls(client: httpx.Client, url: str, n: int) -> dict:
-    for _ in range(min(50, n)):  # warm-up: connection, TLS, caches
-        client.post(url, json=BODY).raise_for_status()
-    latencies = []
-    start = time.perf_counter()
-    for _ in range(n):
-        t = time.perf_counter()
-        client.post(url, json=BODY).raise_for_status()
-        latencies.append((time.perf_counter() - t) * 1000)
-    elapsed = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100)
-    return {"rps": n / elapsed, "p50": statistics.median(latencies), "p99": q[98]}
+def provider(fake: FakeLLM) -> dict:
+    return {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}}
 
 
-def stream_calls(client: httpx.Client, url: str, n: int) -> dict:
-    ttfts = []
-    body = {**BODY, "stream": True}
-    for _ in range(n):
-        t = time.perf_counter()
-        with client.stream("POST", url, json=body, headers={"x-fake-words": "20"}) as response:
-            first = None
-            for line in response.iter_lines():
-                if first is None and '"content": "' in line and '"content": ""' not in line:
-                    first = (time.perf_counter() - t) * 1000
-        ttfts.append(first)
-    return {"ttft_p50": statistics.median(ttfts)}
+def chain(fake: FakeLLM, store: str = "memory") -> dict:
+    return {"providers": provider(fake), "consumers": [{"name": "bench", "key": KEY}], "store": store,
+            "guard": GUARD, "limits": LIMITS, "budgets": BUDGETS, "cache": {"ttl": "1h", "memory_bytes": "16MB"}}
+
+
+def floor(work: Path, fake: FakeLLM, *extra: str) -> Gateway:
+    return Gateway(work / "floor", {}, script=False, extra=("-s", str(ROOT / "scripts" / "bench_floor.py"), "--set",
+                   f"bench_upstream={fake.url}", "--set", "connection_strategy=lazy", *INSECURE, *extra))
+
+
+def ssl_for(proxy: Gateway) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=proxy.ca)
+
+
+def sequential(proxy: Gateway, n: int, fixed: bool) -> dict:
+    with httpx.Client(proxy=proxy.proxy, verify=ssl_for(proxy), timeout=30,
+                      headers={"authorization": f"Bearer {KEY}"}) as client:
+        for _ in range(min(50, n)):  # warm-up: connection, TLS, caches
+            client.post(URL, json=body(fixed=fixed)).raise_for_status()
+        latencies = []
+        start = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            client.post(URL, json=body(fixed=fixed)).raise_for_status()
+            latencies.append((time.perf_counter() - t) * 1000)
+        elapsed = time.perf_counter() - start
+        ttfts = []
+        for _ in range(max(5, n // 10)):
+            t = time.perf_counter()
+            with client.stream("POST", URL, json=body(stream=True, fixed=fixed), headers={"x-fake-words": "20"}) as r:
+                first = None
+                for line in r.iter_lines():
+                    if first is None and '"content": "' in line and '"content": ""' not in line:
+                        first = (time.perf_counter() - t) * 1000
+            ttfts.append(first)
+    return {"rps": n / elapsed, "p50": statistics.median(latencies),
+            "p99": statistics.quantiles(latencies, n=100)[98], "ttft_p50": statistics.median(ttfts)}
+
+
+async def _concurrent(proxy: Gateway, n: int, clients: int, fixed: bool) -> float:
+    async with httpx.AsyncClient(proxy=proxy.proxy, verify=ssl_for(proxy), timeout=60,
+                                 limits=httpx.Limits(max_connections=clients),
+                                 headers={"authorization": f"Bearer {KEY}"}) as client:
+        async def worker(calls: int) -> None:
+            for _ in range(calls):
+                (await client.post(URL, json=body(fixed=fixed))).raise_for_status()
+
+        await asyncio.gather(*(worker(5) for _ in range(clients)))  # warm-up: every connection open
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(n // clients) for _ in range(clients)))
+        return (n // clients * clients) / (time.perf_counter() - start)
+
+
+def concurrent(proxy: Gateway, n: int, clients: int = 8, fixed: bool = False) -> dict:
+    return {"rps8": asyncio.run(_concurrent(proxy, n, clients, fixed))}
+
+
+def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
+    targets = {"floor": floor(work, fake),
+               "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
+                                                      "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
+               "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE)}
+    redis = RedisServer(work / "redis") if shutil.which("redis-server") else None
+    if redis:
+        targets["default chain, redis"] = Gateway(work / "chain-redis", chain(fake, redis.url), extra=INSECURE)
+    targets["cache hit"] = Gateway(work / "hit", chain(fake), extra=INSECURE)
+    results: dict[str, list[dict]] = {name: [] for name in targets}
+    try:
+        for round_ in range(args.rounds):
+            for name, proxy in targets.items():
+                fixed = name == "cache hit"
+                figures = sequential(proxy, args.requests, fixed) | concurrent(proxy, args.requests, fixed=fixed)
+                results[name].append(figures)
+                console.print(f"round {round_ + 1} {name:22} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
+    finally:
+        for proxy in targets.values():
+            proxy.stop()
+        if redis:
+            redis.stop()
+    summary = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
+    base = summary["floor"]
+    table = Table(title=f"median of {args.rounds} rounds; per round and target {args.requests} calls at c=1, "
+                        f"{args.requests} at c=8, {max(5, args.requests // 10)} streams; HTTPS interception")
+    for column in ("", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=8 req/s", "stream TTFT p50 ms", "target"):
+        table.add_column(column, justify="right")
+    for name, s in summary.items():
+        ratio = lambda key: f" ({s[key] / base[key]:.0%})" if name != "floor" else ""  # noqa: E731
+        delta = lambda key: f" ({s[key] - base[key]:+.2f})" if name != "floor" else ""  # noqa: E731
+        table.add_row(name, f"{s['rps']:.0f}{ratio('rps')}", f"{s['p50']:.2f}{delta('p50')}", f"{s['p99']:.2f}",
+                      f"{s['rps8']:.0f}{ratio('rps8')}", f"{s['ttft_p50']:.2f}{delta('ttft_p50')}",
+                      TARGETS.get(name, ""))
+    console.print(table)
+    console.print(f"guard: scanning a 100,000-character prompt with every detector: {guard_scan_ms():.2f} ms (median)")
+    return summary
 
 
 def guard_scan_ms() -> float:
@@ -80,75 +170,163 @@ def guard_scan_ms() -> float:
     return statistics.median(times)
 
 
+# --- many open streams -------------------------------------------------------------------------------------------
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # user + system time
+
+
+def loop_stalls(metrics_url: str) -> tuple[int, int, str]:
+    """(observations, stalls over 100 ms, the worst bucket reached) of tollgate_event_loop_lag_seconds."""
+    text = httpx.get(metrics_url, trust_env=False).text
+    buckets = {}
+    for m in re.finditer(r'tollgate_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', text):
+        buckets[m[1]] = float(m[2])
+    total = buckets.get("+Inf", 0)
+    worst = next((le for le, count in buckets.items() if count == total), "+Inf")
+    return int(total), int(total - buckets.get("0.1", 0)), worst
+
+
+async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_s: float) -> dict:
+    import aiohttp
+
+    context = ssl_for(proxy)
+    ttfts: list[float] = []
+    errors: list[str] = []
+    live = peak = 0
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=context),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+        async def one() -> None:
+            nonlocal live, peak
+            start, first = time.perf_counter(), None
+            try:
+                async with session.post(URL, json=body(stream=True), proxy=proxy.proxy,
+                                        headers={"authorization": f"Bearer {KEY}", "x-fake-words": str(words),
+                                                 "x-fake-delay-ms": str(delay_ms)}) as response:
+                    response.raise_for_status()
+                    live += 1
+                    peak = max(peak, live)
+                    async for line in response.content:
+                        if first is None and b'"content": "' in line and b'"content": ""' not in line:
+                            first = (time.perf_counter() - start) * 1000
+                    live -= 1
+                ttfts.append(first)
+            except Exception as e:  # counted and reported, never hidden
+                errors.append(f"{type(e).__name__}: {e}")
+
+        tasks = []
+        for _ in range(n):  # a steady ramp: a burst of 2000 TLS handshakes at once would measure only those
+            tasks.append(asyncio.create_task(one()))
+            await asyncio.sleep(ramp_s / n)
+        await asyncio.gather(*tasks)
+    return {"ttfts": ttfts, "errors": errors, "peak": peak}
+
+
+def many_streams(args, work: Path, fake: FakeLLM, console: Console) -> dict:
+    """The floor and the default chain in turn, each holding args.streams streams open at once."""
+    ramp_s = max(2.0, args.streams / 200)  # 200 new connections a second
+    delay_ms = 1000
+    words = int(ramp_s + 10)  # each stream outlives the ramp by 10 s: at its end, all of them are open
+    figures = {}
+    for name in os.environ.get("BENCH_ONLY", "floor,default chain").split(","):
+        metrics_port, lag_file = free_port(), work / "floor-lag.json"
+        proxy = floor(work, fake, "--set", f"bench_lag_file={lag_file}") if name == "floor" else Gateway(
+            work / "streams", chain(fake), extra=(*INSECURE, "--set", f"tollgate_metrics_port={metrics_port}",
+                                                  *os.environ.get("BENCH_EXTRA", "").split()))
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics" if name != "floor" else None
+        try:
+            sequential(proxy, 20, False)  # warm-up
+            before_cpu, before_loop = cpu_s(proxy.proc.pid), loop_stalls(metrics) if metrics else None
+            start = time.perf_counter()
+            result = asyncio.run(_open_streams(proxy, args.streams, words, delay_ms, ramp_s))
+            elapsed = time.perf_counter() - start
+            cpu, after_loop = cpu_s(proxy.proc.pid) - before_cpu, loop_stalls(metrics) if metrics else None
+            rss = rss_mb(proxy.proc.pid)
+        finally:
+            proxy.stop()
+        ttfts = sorted(t for t in result["ttfts"] if t is not None)
+        figures[name] = {
+            "served": len(result["ttfts"]), "errors": len(result["errors"]), "peak_open": result["peak"],
+            "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
+            "ttft_p99_ms": ttfts[max(0, int(len(ttfts) * 0.99) - 1)] if ttfts else None, "rss_mb": rss, "cpu_s": cpu,
+            "wall_s": elapsed}
+        if metrics:
+            figures[name] |= {"loop_stalls_over_100ms": after_loop[1] - before_loop[1],
+                              "worst_loop_lag_s": f"<= {after_loop[2]}"}
+        else:  # the floor's own probe: lag over the whole run (its warm-up has none worth counting)
+            lag = json.loads(lag_file.read_text())
+            figures[name] |= {"loop_stalls_over_100ms": lag["stalls_over_100ms"], "worst_loop_lag_s": lag["worst_s"]}
+        for error in result["errors"][:5]:
+            console.print(f"  [red]{name}: {error}[/]")
+    table = Table(title=f"{args.streams} concurrent streams on one process (opened over {ramp_s:.0f} s, each "
+                        f"{words} chunks {delay_ms} ms apart); default chain on the memory store")
+    table.add_column("")
+    for name in figures:
+        table.add_column(name, justify="right")
+    for key in next(iter(figures.values())):
+        table.add_row(key, *(f"{f[key]:.2f}" if isinstance(f[key], float) else str(f[key]) for f in figures.values()))
+    console.print(table)
+    return figures
+
+
+# --- memory over many calls --------------------------------------------------------------------------------------
+
+def memory_flat(args, work: Path, fake: FakeLLM, console: Console) -> dict:
+    config = chain(fake) | {"cache": {"ttl": "1h", "memory_bytes": "8MB"}}
+    proxy = Gateway(work / "memory", config, extra=INSECURE)
+    checkpoint = args.memory // 10
+    try:
+        concurrent(proxy, checkpoint)
+        early = rss_mb(proxy.proc.pid)
+        done = checkpoint
+        while done < args.memory:
+            step = min(10_000, args.memory - done)
+            concurrent(proxy, step)
+            done += step
+            console.print(f"  {done:>7} calls: RSS {rss_mb(proxy.proc.pid):.1f} MB")
+        late = rss_mb(proxy.proc.pid)
+    finally:
+        proxy.stop()
+    figures = {"calls": args.memory, "rss_mb_at_10pct": early, "rss_mb_at_end": late, "growth": late / early - 1}
+    console.print(f"RSS after {checkpoint} calls {early:.1f} MB, after {args.memory} calls {late:.1f} MB "
+                  f"({figures['growth']:+.1%}; target within 10%)")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=1000, help="plain calls per round and proxy")
-    parser.add_argument("--streams", type=int, default=100, help="streamed calls per round and proxy")
+    parser.add_argument("--requests", type=int, default=1000, help="calls per round, target and concurrency")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, help="instead: this many concurrent open streams on one gateway")
+    parser.add_argument("--memory", type=int, help="instead: RSS after 10%% of this many calls and after all")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke test, not a measurement)")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.streams, args.rounds = 60, 6, 1
-    console = Console(width=120)
+        args.requests, args.rounds = 48, 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every stream is two sockets in the gateway
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    console = Console(width=140)
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     fake = FakeLLM(work / "fake", "--tls")
-    insecure = ("--set", "ssl_insecure=true", "--set", "flow_detail=0")  # the fake's certificate is self-signed
-    plain = Gateway(work / "plain", {}, extra=insecure, script=False)
-    gateway = Gateway(work / "gateway", {
-        "providers": {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}},
-        "consumers": [{"name": "bench", "key": KEY}],
-    }, extra=insecure)
-    cached = Gateway(work / "cached", {
-        "providers": {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}},
-        "consumers": [{"name": "bench", "key": KEY}], "cache": {"ttl": "1h"},
-    }, extra=insecure)
-    url = "https://api.openai.com/v1/chat/completions"
-    targets = {"plain mitmdump": (plain, f"{fake.url}/v1/chat/completions"), "tollgate": (gateway, url),
-               "tollgate cache hit": (cached, url)}
-    redis = RedisServer(work / "redis") if shutil.which("redis-server") else None
-    for store, name in (("memory", "limits, memory"), (redis.url if redis else None, "limits, redis")):
-        if store is not None:
-            targets[name] = (Gateway(work / name.replace(", ", "-"), {
-                "providers": {"openai": {"type": "openai", "keys": ["sk-org-bench"], "upstream": fake.url}},
-                "consumers": [{"name": "bench", "key": KEY}], "store": store, "limits": LIMITS, "budgets": BUDGETS,
-            }, extra=insecure), url)
-    results: dict[str, list[dict]] = {name: [] for name in targets}
     try:
-        for round_ in range(args.rounds):
-            for name, (proxy, url) in targets.items():
-                with client_for(proxy) as client:
-                    figures = plain_calls(client, url, args.requests) | stream_calls(client, url, args.streams)
-                results[name].append(figures)
-                console.print(f"round {round_ + 1} {name:15} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
+        if args.streams:
+            figures = many_streams(args, work, fake, console)
+        elif args.memory:
+            figures = memory_flat(args, work, fake, console)
+        else:
+            figures = side_by_side(args, work, fake, console)
     finally:
-        for proxy, _ in targets.values():
-            proxy.stop()
-        if redis:
-            redis.stop()
         fake.stop()
-
-    summary = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    base = summary["plain mitmdump"]
-    table = Table(title=f"median of {args.rounds} rounds: {args.requests} calls + {args.streams} streams each, "
-                        "1 keep-alive client, HTTPS interception")
-    for column in ("", "req/s", "p50 ms", "p99 ms", "stream TTFT p50 ms"):
-        table.add_column(column, justify="right")
-    for name, s in summary.items():
-        table.add_row(name, f"{s['rps']:.0f}", f"{s['p50']:.2f}", f"{s['p99']:.2f}", f"{s['ttft_p50']:.2f}")
-    for name in [n for n in summary if n != "plain mitmdump"]:
-        ours = summary[name]
-        table.add_row(f"{name} vs plain", f"{ours['rps'] / base['rps']:.0%}", f"{ours['p50'] - base['p50']:+.2f}",
-                      f"{ours['p99'] - base['p99']:+.2f}", f"{ours['ttft_p50'] - base['ttft_p50']:+.2f}")
-    console.print(table)
-    if "limits, redis" in summary:
-        extra = summary["limits, redis"]["p50"] - summary["limits, memory"]["p50"]
-        console.print(f"limits: Redis instead of the memory store adds {extra:+.2f} ms p50 (target <= 0.5 ms)")
-    else:
-        console.print("limits: redis-server not installed, the Redis row was skipped")
-    console.print(f"guard: scanning a 100,000-character prompt with every detector: {guard_scan_ms():.2f} ms (median)")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def test_bench_quick_measures_every_row(tmp_path):
                             env={**subprocess_env(), "PYTHONPATH": str(ROOT / "scripts")})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(out.read_text())
-    assert {"plain mitmdump", "tollgate", "tollgate cache hit", "limits, memory"} <= set(figures)
-    assert all(row["rps"] > 0 and row["ttft_p50"] > 0 for row in figures.values())
+    assert {"floor", "tollgate", "default chain", "default chain, redis", "cache hit"} <= set(figures)
+    assert all(row["rps"] > 0 and row["rps8"] > 0 and row["ttft_p50"] > 0 for row in figures.values())
+    assert "c=8 req/s" in result.stdout and "≥ 85% req/s" in result.stdout  # the targets stand beside the figures
     assert "guard: scanning a 100,000-character prompt" in result.stdout
 
 

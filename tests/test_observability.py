@@ -58,3 +58,7 @@ def test_metrics_after_real_calls(gw):
     assert value(text, "tollgate_request_latency_seconds_count", provider="openai", model="gpt-4o-mini") == 1
     assert re.search(r"^tollgate_store_errors_total 0\.0$", text, re.M)
     assert re.search(r'^tollgate_config_reloads_total\{result="ok"\} [1-9]', text, re.M)
+    # the event-loop probe runs all the time: every 50 ms one observation, and an idle gateway is never late
+    probes = float(re.search(r"^tollgate_event_loop_lag_seconds_count (\S+)$", text, re.M)[1])
+    prompt = float(re.search(r'^tollgate_event_loop_lag_seconds_bucket\{le="0.1"\} (\S+)$', text, re.M)[1])
+    assert probes >= 3 and prompt >= probes - 2

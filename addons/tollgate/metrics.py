@@ -6,6 +6,7 @@ cannot grow the registry or break the exposition. /healthz answers 503 while the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -57,6 +58,10 @@ BUDGET_LIMIT = Gauge("tollgate_budget_limit_usd", "The amount of a budget per pe
 GATEWAY_ERRORS = Counter("tollgate_gateway_errors", "Failures inside tollgate (each refused or ended the call)",
                          ["stage"], registry=registry)
 LEDGER_ERRORS = Counter("tollgate_ledger_errors", "Ledger rows that could not be written", registry=registry)
+LOOP_LAG = Histogram("tollgate_event_loop_lag_seconds", "How late the event loop woke a 50 ms timer: time every "
+                     "connection waited for the gateway's own work", registry=registry,
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+LAG_PROBE_INTERVAL = 0.05
 
 
 class Health:
@@ -65,6 +70,14 @@ class Health:
 
 
 health = Health()
+
+
+async def _probe_loop_lag() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        asleep = loop.time()
+        await asyncio.sleep(LAG_PROBE_INTERVAL)
+        LOOP_LAG.observe(max(0.0, loop.time() - asleep - LAG_PROBE_INTERVAL))
 
 
 def label(value: str) -> str:
@@ -115,6 +128,11 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._models: set[str] = set()
         self._store_errors = _StoreErrors(settings)
+        self._lag_probe: asyncio.Task | None = None
+
+    def running(self):
+        if self._lag_probe is None:  # always on: 20 wake-ups a second cost nothing, and a stall must show
+            self._lag_probe = asyncio.get_running_loop().create_task(_probe_loop_lag())
 
     def load(self, loader):
         registry.register(self._store_errors)  # unregistered in done(): a reloaded script registers its own
@@ -133,6 +151,8 @@ class Metrics:
 
     def done(self):
         self._stop()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         registry.unregister(self._store_errors)
 
     def _stop(self):

@@ -59,23 +59,22 @@ def prompt_slots(body: dict | None) -> list[tuple[object, object]]:
     if not isinstance(body, dict):
         return []
     slots: list[tuple[object, object]] = []
-
-    def walk(container, key):
+    # depth first, in document order; an explicit stack, not a recursive closure (that is a reference cycle a call)
+    stack = [(body, key) for key in reversed(_TOP_KEYS) if key in body]
+    while stack:
+        container, key = stack.pop()
         node = container[key]
         if isinstance(node, str):
             slots.append((container, key))
         elif isinstance(node, list):
-            for i in range(len(node)):
-                walk(node, i)
+            stack.extend((node, i) for i in range(len(node) - 1, -1, -1))
         elif isinstance(node, dict):
-            for k in ("text", "content", "input", "prompt", "parts", "system", "arguments", "output"):
-                if k in node:
-                    walk(node, k)
-
-    for key in ("messages", "system", "prompt", "input", "contents", "systemInstruction", "instructions"):
-        if key in body:
-            walk(body, key)
+            stack.extend((node, k) for k in reversed(_PART_KEYS) if k in node)
     return slots
+
+
+_TOP_KEYS = ("messages", "system", "prompt", "input", "contents", "systemInstruction", "instructions")
+_PART_KEYS = ("text", "content", "input", "prompt", "parts", "system", "arguments", "output")
 
 
 def prompt_text(body: dict | None) -> list[str]:

@@ -1,0 +1,44 @@
+"""The benchmark's floor: mitmdump with one addon that only sends every request to the fake provider and streams
+answers through (what any interception proxy must do at least). `--set bench_upstream=https://127.0.0.1:PORT`;
+`--set bench_lag_file=F` also writes event-loop lag figures to F, measured as tollgate measures its own."""
+
+import asyncio
+import json
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx
+
+INTERVAL = 0.05
+
+
+class Rewrite:
+    def load(self, loader):
+        loader.add_option("bench_upstream", str, "", "where every request goes")
+        loader.add_option("bench_lag_file", str, "", "write event-loop lag figures here")
+
+    def running(self):
+        if ctx.options.bench_lag_file:
+            self.probe = asyncio.get_running_loop().create_task(self._probe(ctx.options.bench_lag_file))
+
+    @staticmethod
+    async def _probe(path: str) -> None:
+        loop, figures = asyncio.get_running_loop(), {"probes": 0, "stalls_over_100ms": 0, "worst_s": 0.0}
+        while True:
+            asleep = loop.time()
+            await asyncio.sleep(INTERVAL)
+            lag = max(0.0, loop.time() - asleep - INTERVAL)
+            figures["probes"] += 1
+            figures["stalls_over_100ms"] += lag > 0.1
+            figures["worst_s"] = max(figures["worst_s"], lag)
+            with open(path, "w") as f:
+                json.dump(figures, f)
+
+    def request(self, flow):
+        upstream = urlsplit(ctx.options.bench_upstream)
+        flow.request.scheme, flow.request.host, flow.request.port = upstream.scheme, upstream.hostname, upstream.port
+
+    def responseheaders(self, flow):
+        flow.response.stream = True  # as tollgate does: answers pass through as they come, not buffered
+
+
+addons = [Rewrite()]
