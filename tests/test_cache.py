@@ -72,7 +72,9 @@ def test_streamed_answer_is_replayed_as_a_stream_with_usage(gw, fake):
                                                      stream_options={"include_usage": True}))
         return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks[-1].usage
 
+    before = gw.mark()
     first_text, first_usage = run()
+    gw.rows_since(before)  # the stream's row lands just after its last event: wait for it before the mark
     mark = gw.mark()
     second_text, second_usage = run()
     assert second_text == first_text and second_usage == first_usage and first_usage.completion_tokens == 12

@@ -12,10 +12,10 @@ import time
 from mitmproxy import http
 
 from tollgate.core.cache import Entry, cache_key, is_deterministic, request_directive, tenant
-from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
+from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, Usage, wants_stream_usage
+from tollgate.core.record import Decision
 from tollgate.core.sse import StreamTap
-from tollgate.core.store import StoreError
-from tollgate.flows import pending, record_of, spawn_store_write, store_health as health
+from tollgate.flows import pending, record_of
 
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
@@ -48,12 +48,7 @@ class CacheLookup:
             tenant_id=tenant(config.scope, record.consumer, record.group, record.byok_key))
         if directive == "refresh":
             return
-        try:
-            data = await self.settings.store().get(record.cache_key)
-            health.ok()
-        except StoreError as e:
-            health.failed(e)
-            return
+        data = await self.settings.store().lookup(record.cache_key)
         entry = Entry.unpack(data) if data else None
         if entry is None or entry.streamed != record.streamed:
             return
@@ -67,14 +62,8 @@ class CacheLookup:
             tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=drop, clock=time.time)
             body = b"".join(tap(body) + tap(b""))
         flow.response = http.Response.make(200, body, {"content-type": entry.content_type, STATUS_HEADER: "HIT"})
-        record.answered_here = True
-        record.cache, record.decision, record.status = "hit", "cached", 200
-        record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
-        record.usage_source = "cache"
-        priced = self.settings.config.priced(record.provider, record.model or record.requested_model,
-                                             entry.prompt_tokens, entry.completion_tokens, at=record.started_at)
-        record.saved_usd, record.priced_by = round(priced.usd, 8), priced.by
-        record.latency_ms = record.ttft_ms = round((time.time() - record.started_at) * 1000, 2)
+        record.answered_here, record.cache, record.decision = True, "hit", Decision.CACHED
+        record.stored_usage = Usage(entry.prompt_tokens, entry.completion_tokens)  # Meter settles the numbers
 
     def responseheaders(self, flow):
         record = record_of(flow)
@@ -102,4 +91,4 @@ class CacheFill:
             return  # too large to keep
         entry = Entry(flow.response.headers.get("content-type", "application/json"), record.tap is not None,
                       record.prompt_tokens, record.completion_tokens, body)
-        spawn_store_write(self.settings.store().set(record.cache_key, entry.pack(), config.ttl_s))
+        self.settings.store().set_later(record.cache_key, entry.pack(), config.ttl_s)

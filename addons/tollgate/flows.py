@@ -89,15 +89,47 @@ store_health = StoreHealth()
 _background: set[asyncio.Task] = set()  # the loop holds tasks weakly
 
 
-def spawn_store_write(coro) -> None:
-    """Runs a store write (cache fill, limit settlement) without delaying the answer; a failing store is logged
-    once per outage, and the write is lost (the cache misses; a limit keeps the reservation: the safe side)."""
-    async def write():
+class SharedStore:
+    """The one door to the shared store (cache and limits): every call records the store's health, so an outage is
+    logged once when it starts and once when it ends; callers only decide what an outage means for them."""
+
+    def __init__(self, store):
+        self.store = store
+
+    async def _call(self, coro):
         try:
-            await coro
-            store_health.ok()
+            result = await coro
         except StoreError as e:
             store_health.failed(e)
-    task = asyncio.get_running_loop().create_task(write())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+            raise
+        store_health.ok()
+        return result
+
+    async def lookup(self, key: str) -> bytes | None:
+        """A cache entry; an outage is a miss."""
+        try:
+            return await self._call(self.store.get(key))
+        except StoreError:
+            return None
+
+    async def reserve(self, counters: list) -> list:
+        """Raises StoreError in an outage: the limits' on_store_error decides."""
+        return await self._call(self.store.reserve(counters))
+
+    def set_later(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._later(self.store.set(key, value, ttl_s))
+
+    def settle_later(self, corrections: list) -> None:
+        self._later(self.store.settle(corrections))
+
+    def _later(self, coro) -> None:
+        """A write that must not delay the answer; in an outage it is lost (the cache misses; a limit keeps its
+        reservation: the safe side)."""
+        async def write():
+            try:
+                await self._call(coro)
+            except StoreError:
+                pass
+        task = asyncio.get_running_loop().create_task(write())
+        _background.add(task)
+        task.add_done_callback(_background.discard)

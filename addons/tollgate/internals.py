@@ -11,8 +11,9 @@ mitmproxy's addon API has no hook for four things a gateway needs, so they are p
   the body is read and while a chunked body is read, so memory stays bounded by the limit.
 - An LLM call can close its upstream connection (timeouts).
 
-If a mitmproxy upgrade changes any of these shapes, check_shapes() fails the gateway's start instead of letting a
-patch silently stop working."""
+If a mitmproxy upgrade changes these shapes, install() finds out before patching anything. The request body limit
+degrades: logged once, mitmproxy's own body_size_limit then applies to every flow. The event handler carries the
+org key onto the wire, so without it the gateway refuses to start (fail closed: a key must never show)."""
 
 from __future__ import annotations
 
@@ -46,24 +47,24 @@ stream_end = lambda flow, message: b""  # noqa: E731
 too_large = lambda flow, message: None  # noqa: E731
 
 
-def check_shapes() -> None:
-    """Fails loudly if the internals patched below are not what this module was written against."""
-    problems = []
+def check_shapes() -> dict[str, list[str]]:
+    """What differs from the internals this module was written against, per patch: {"events": [...],
+    "body_limit": [...]} (empty lists: all as expected)."""
+    events, body_limit = [], []
     if not inspect.isgeneratorfunction(inspect.unwrap(_original_handle_event)):
-        problems.append("HttpStream._handle_event is no longer a generator")
+        events.append("HttpStream._handle_event is no longer a generator")
+    if not {"stream_id", "request", "end_stream", "replay_flow"} <= set(RequestHeaders.__dataclass_fields__):
+        events.append("RequestHeaders(stream_id, request, end_stream, replay_flow) changed")
     if list(inspect.signature(_original_check_body_size).parameters) != ["self", "request"]:
-        problems.append("HttpStream.check_body_size(self, request) changed")
+        body_limit.append("HttpStream.check_body_size(self, request) changed")
     for name in ("state_errored", "state_consume_request_body", "handle_protocol_error"):
         if not callable(getattr(HttpStream, name, None)):
-            problems.append(f"HttpStream.{name} is gone")
+            body_limit.append(f"HttpStream.{name} is gone")
     if "request_body_buf" not in inspect.getsource(HttpStream.__init__):
-        problems.append("HttpStream.request_body_buf is gone")
-    if not {"stream_id", "request", "end_stream", "replay_flow"} <= set(RequestHeaders.__dataclass_fields__):
-        problems.append("RequestHeaders(stream_id, request, end_stream, replay_flow) changed")
+        body_limit.append("HttpStream.request_body_buf is gone")
     if ErrorCode.REQUEST_TOO_LARGE.http_status_code() != 413:
-        problems.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
-    if problems:
-        raise RuntimeError("tollgate: this mitmproxy version is not supported: " + "; ".join(problems))
+        body_limit.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
+    return {"events": events, "body_limit": body_limit}
 
 
 def _handle_event(self, event):
@@ -164,10 +165,17 @@ def _check_body_size(self, request: bool):
     return (yield from _original_check_body_size(self, request))
 
 
-def install() -> None:
-    check_shapes()
+def install(problems: dict[str, list[str]] | None = None) -> None:
+    problems = check_shapes() if problems is None else problems
+    if problems["events"]:  # the org key could not be kept off the flow: refuse rather than show it
+        raise RuntimeError("tollgate: this mitmproxy version is not supported: " + "; ".join(problems["events"]))
     HttpStream._handle_event = _handle_event
-    HttpStream.check_body_size = _check_body_size
+    if problems["body_limit"]:
+        logging.getLogger("tollgate").error(
+            "tollgate: per-call request body limits are off on this mitmproxy version (%s); mitmproxy's "
+            "body_size_limit applies to every flow instead", "; ".join(problems["body_limit"]))
+    else:
+        HttpStream.check_body_size = _check_body_size
 
 
 def uninstall() -> None:

@@ -21,8 +21,7 @@ from tollgate.core import limits as core
 from tollgate.core.record import Decision
 from tollgate.core.store import StoreError
 from tollgate.metrics import BUDGET_LIMIT, BUDGET_SPENT
-from tollgate.flows import (THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject,
-                            spawn_store_write, store_health)
+from tollgate.flows import (THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject)
 
 
 @dataclass
@@ -74,9 +73,7 @@ class Admit:
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
         try:
             states = await self.settings.store().reserve(counters)
-            store_health.ok()
-        except StoreError as e:
-            store_health.failed(e)
+        except StoreError:
             record.limited_by = "store unavailable"
             if config.limits.on_store_error == "closed":
                 return (503, "rate limits cannot be checked right now (shared store unavailable)",
@@ -156,7 +153,7 @@ class Settle:
         corrections = [(r.counter, r.slot, delta) for r in reservations
                        if (delta := actual[r.limit.kind] - r.counter.cost)]
         if corrections:
-            spawn_store_write(self.settings.store().settle(corrections))
+            self.settings.store().settle_later(corrections)
 
     def error(self, flow):
         self.response(flow)

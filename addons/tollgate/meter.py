@@ -29,8 +29,9 @@ class Meter:
             self._preload.add_done_callback(lambda _: log.info("tollgate: token counting ready"))
 
     def response(self, flow):
+        """The one place a call's numbers are set: forwarded calls and cache hits alike (a refusal has none)."""
         record = record_of(flow)
-        if record is None or record.answered_here:
+        if record is None or (record.answered_here and record.stored_usage is None):
             return
         self._response(flow, record)
         self._price(record)
@@ -41,13 +42,21 @@ class Meter:
         priced = self.settings.config.priced(record.provider, record.model or record.requested_model,
                                              record.prompt_tokens, record.completion_tokens, record.cached_tokens,
                                              record.cache_write_tokens, record.started_at)
-        record.cost_usd, record.priced_by = round(priced.usd, 8), priced.by
+        if record.stored_usage is not None:  # a cache hit spends nothing: what it would have cost is saved
+            record.saved_usd, record.priced_by = round(priced.usd, 8), priced.by
+        else:
+            record.cost_usd, record.priced_by = round(priced.usd, 8), priced.by
 
     def _response(self, flow, record) -> None:
         record.status = flow.response.status_code
         end = flow.response.timestamp_end or time.time()
         record.latency_ms = round((end - record.started_at) * 1000, 2)
-        if record.tap is not None:
+        if record.stored_usage is not None:
+            record.ttft_ms = record.latency_ms
+            record.prompt_tokens, record.completion_tokens = (record.stored_usage.prompt_tokens,
+                                                              record.stored_usage.completion_tokens)
+            record.usage_source = "cache"
+        elif record.tap is not None:
             self._settle_stream(record, finished=True)
         else:
             record.ttft_ms = record.latency_ms

@@ -14,6 +14,7 @@ from mitmproxy.proxy import mode_specs
 from tollgate.core.access import host_pattern
 from tollgate.core.config import Config, ConfigError, load_config, reload_problem
 from tollgate.core.store import Store, open_store
+from tollgate.flows import SharedStore
 from tollgate.metrics import RELOADS
 
 log = logging.getLogger("tollgate")
@@ -33,6 +34,7 @@ class Settings:
     def __init__(self):
         self.config: Config | None = None
         self._store: Store | None = None
+        self._shared: SharedStore | None = None
         self._store_url = ""
         self._closing: asyncio.Task | None = None  # closing a replaced store (the loop holds tasks weakly)
         self._stamp: tuple | None = None
@@ -67,7 +69,7 @@ class Settings:
         """The store if one is open (metrics read its error count without opening one)."""
         return self._store
 
-    def store(self) -> Store:
+    def store(self) -> SharedStore:
         """The shared store the configuration names (opened on first use, reopened when `store:` changes).
         A method, not a property: mitmproxy reads every attribute of an addon when it registers it."""
         memory_bytes = self.config.cache.memory_bytes if self.config.cache else 64 * 2**20
@@ -75,8 +77,9 @@ class Settings:
             if self._store is not None:
                 self._closing = asyncio.get_running_loop().create_task(self._store.close())
             self._store, self._store_url = open_store(self.config.store, memory_bytes), self.config.store
+            self._shared = SharedStore(self._store)
             log.info("tollgate: shared store %s", self.config.store.split("@")[-1])  # no password in the log
-        return self._store
+        return self._shared
 
     def _file_stamp(self) -> tuple | None:
         """Changes when the main file or the consumers file it names changes."""

@@ -71,6 +71,7 @@ class CallRecord:
     byok_key: str = transient("")           # the client's own provider key (byok): its cache tenant
     untouched: bool = transient(False)      # forwarded as the client sent it (byok, recorded unapproved host)
     answered_here: bool = transient(False)  # the gateway answered (a refusal, a cache hit): nothing came from upstream
+    stored_usage: object = transient()      # a cache hit: the usage stored with the answer (dialects.Usage)
     cache_key: str = transient("")
     cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache
     masked: dict | None = transient()       # placeholder -> original of masked prompt findings; never stored
