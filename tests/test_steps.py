@@ -1,0 +1,204 @@
+"""Each pipeline step on its own flows, in process (mitmproxy's taddons and tflow, no mitmdump): what the step
+adds to the call record or to the flow. The end-to-end tests (real mitmdump, real SDKs) are grouped by capability
+in the other files; these pin each step's contract with the record."""
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+from mitmproxy.test import taddons, tflow, tutils
+
+from tollgate import internals
+from tollgate.core.record import METADATA_KEY, Decision
+from tollgate.flows import record_of
+
+ALICE = "tg-steps-alice"
+CONFIG = {
+    "providers": {"openai": {"type": "openai", "keys": ["sk-org-steps"], "upstream": "http://127.0.0.1:9"}},
+    "consumers": [{"name": "alice", "key": ALICE, "group": "research"}],
+    "groups": {"research": {"models": ["gpt-4o*"]}},
+    "guard": {"rules": [{"name": "secrets", "detectors": ["aws_access_key"]},
+                        {"name": "pii", "detectors": ["email"], "action": "mask"}]},
+    "limits": {"rules": [{"name": "two", "per": "consumer", "requests_per_minute": 2}]},
+    "cache": {"ttl": "1h"},
+}
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+async def gate(tmp_path):
+    """A fresh copy of the gateway's addons (addons/gateway.py), loaded in process on a configuration of ours."""
+    import importlib.util
+
+    import yaml
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(f"gateway_{tmp_path.name}", ROOT / "addons" / "gateway.py")
+    gateway = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gateway)
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({**CONFIG, "ledger": {"path": str(tmp_path / "u.db")}}))
+    with taddons.context(*gateway.addons) as tctx:
+        tctx.configure(gateway.settings, tollgate_config=str(tmp_path / "gateway.yaml"))
+        yield gateway.addons[1], tmp_path / "u.db"
+    internals.uninstall()
+
+
+def call(content: str = "hello", key: str = ALICE, model: str = "gpt-4o-mini", **headers):
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    request = tutils.treq(scheme=b"https", host="api.openai.com", port=443, path=b"/v1/chat/completions",
+                          method=b"POST", content=json.dumps(body).encode(),
+                          headers=((b"host", b"api.openai.com"), (b"content-type", b"application/json"),
+                                   (b"authorization", f"Bearer {key}".encode()),
+                                   *((k.encode(), v.encode()) for k, v in headers.items())))
+    flow = tflow.tflow(req=request)
+    flow.client_conn.sni = "api.openai.com"
+    return flow
+
+
+async def through_request(pipeline, flow):
+    await pipeline.requestheaders(flow)
+    await pipeline.request(flow)
+    return record_of(flow)
+
+
+def answer(flow, words: str = "hi there", prompt_tokens: int = 9, completion_tokens: int = 2):
+    body = {"choices": [{"message": {"role": "assistant", "content": words}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+    flow.response = tutils.tresp(status_code=200, content=json.dumps(body).encode(),
+                                 headers=((b"content-type", b"application/json"),))
+
+
+def error_of(flow) -> dict:
+    return json.loads(flow.response.content)["error"]
+
+
+async def test_classify_opens_the_record_of_an_llm_call_and_only_of_one(gate):
+    pipeline, _ = gate
+    record = await through_request(pipeline, call())
+    assert (record.dialect, record.endpoint, record.requested_model) == ("openai", "/v1/chat/completions",
+                                                                        "gpt-4o-mini")
+    other = tflow.tflow(req=tutils.treq(host="example.com", port=443, path=b"/"))
+    await through_request(pipeline, other)
+    assert record_of(other) is None and other.response is None  # not the gate's: passes untouched
+
+
+async def test_classify_refuses_names_that_disagree(gate):
+    pipeline, _ = gate
+    flow = call()
+    flow.request.headers["host"] = "evil.example"
+    await through_request(pipeline, flow)
+    assert flow.response.status_code == 421
+
+
+async def test_authenticate_names_the_consumer_or_refuses_in_the_provider_shape(gate):
+    pipeline, _ = gate
+    record = await through_request(pipeline, call())
+    assert (record.consumer, record.group) == ("alice", "research")
+    flow = call(key="tg-nobody")
+    await through_request(pipeline, flow)
+    assert flow.response.status_code == 401 and error_of(flow)["type"] == "invalid_request_error"
+    assert "authorization" not in flow.request.headers  # the refused key goes no further
+
+
+async def test_route_puts_the_org_key_on_the_wire_only(gate):
+    pipeline, _ = gate
+    flow = call()
+    record = await through_request(pipeline, flow)
+    assert record.provider == "openai" and (flow.request.host, flow.request.port) == ("127.0.0.1", 9)
+    assert "sk-org-steps" not in str(flow.request.headers) and ALICE not in str(flow.request.headers)
+    assert internals._wire_credentials[flow.request] == ("authorization", "Bearer sk-org-steps")
+
+
+async def test_authorize_holds_the_group_to_its_models(gate):
+    pipeline, _ = gate
+    flow = call(model="o3")
+    await through_request(pipeline, flow)
+    assert flow.response.status_code == 403 and record_of(flow).decision == Decision.REJECTED
+
+
+async def test_guard_blocks_a_secret_and_masks_an_email(gate):
+    pipeline, _ = gate
+    blocked = call("key AKIAIOSFODNN7EXAMPLE")
+    await through_request(pipeline, blocked)
+    assert blocked.response.status_code == 403 and "AKIA" not in blocked.response.text
+    masked = call("mail jane@example.com")
+    record = await through_request(pipeline, masked)
+    assert masked.response is None and record.guard == "pii:mask×1"
+    assert "[EMAIL_1]" in masked.request.text and "jane@" not in masked.request.text
+
+
+async def test_admit_refuses_past_the_limit_with_retry_after(gate):
+    pipeline, _ = gate
+    for i in range(2):
+        assert (await through_request(pipeline, call(f"question {i}"))).reservations
+    flow = call("question 3")
+    record = await through_request(pipeline, flow)
+    assert flow.response.status_code == 429 and int(flow.response.headers["retry-after"]) >= 1
+    assert (record.decision, record.limited_by) == (Decision.LIMITED, "two")
+
+
+async def test_meter_settles_the_numbers_of_an_answer_and_the_ledger_writes_them(gate):
+    pipeline, ledger = gate
+    flow = call()
+    await through_request(pipeline, flow)
+    answer(flow, prompt_tokens=1000, completion_tokens=100)
+    pipeline.responseheaders(flow)
+    pipeline.response(flow)
+    record = record_of(flow)
+    assert (record.status, record.prompt_tokens, record.completion_tokens, record.usage_source) == (
+        200, 1000, 100, "provider")
+    assert record.cost_usd == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6) and record.priced_by == "catalog"
+    row = sqlite3.connect(ledger).execute("SELECT consumer, cost_usd, decision FROM calls").fetchone()
+    assert row == ("alice", record.cost_usd, "forwarded")
+
+
+async def test_a_cache_hit_is_answered_here_and_metered_in_the_same_place(gate):
+    pipeline, _ = gate
+    first = call("same question")
+    await through_request(pipeline, first)
+    answer(first)
+    pipeline.responseheaders(first)
+    pipeline.response(first)
+    assert first.response.headers["x-cache"] == "MISS"
+    await asyncio.sleep(0.01)  # the fill is written in the background
+    second = call("same question")
+    record = await through_request(pipeline, second)
+    assert second.response.headers["x-cache"] == "HIT" and record.answered_here
+    pipeline.response(second)
+    assert (record.decision, record.prompt_tokens, record.usage_source, record.cost_usd) == (
+        Decision.CACHED, 9, "cache", 0.0)
+    assert record.saved_usd > 0 and record.latency_ms is not None
+
+
+async def test_annotate_shows_the_client_url_and_the_record(gate):
+    pipeline, _ = gate
+    flow = call(key="tg-nobody")
+    await through_request(pipeline, flow)
+    pipeline.response(flow)
+    assert flow.request.host == "api.openai.com" and flow.marked == ":heavy_multiplication_x:"
+    assert flow.comment.startswith("401 rejected") and flow.metadata[METADATA_KEY]["decision"] == "rejected"
+
+
+async def test_a_failing_step_refuses_and_still_writes_the_row(gate, monkeypatch):
+    pipeline, ledger = gate
+    from tollgate.guard import Guard
+
+    def broken(self, flow):
+        raise ValueError("boom")
+    monkeypatch.setattr(Guard, "request", broken)
+    pipeline.__init__(*pipeline.steps)  # the hooks are collected when the pipeline is built
+    flow = call()
+    await through_request(pipeline, flow)
+    assert flow.response.status_code == 500 and error_of(flow)["code"] == "gateway_error"
+    pipeline.response(flow)
+    row = sqlite3.connect(ledger).execute("SELECT decision, reason FROM calls").fetchone()
+    assert row == ("gateway_error", "Guard failed in request: ValueError")  # the type, never the message
