@@ -83,3 +83,26 @@ def test_rules_per_group(gw):
     with pytest.raises(openai.PermissionDeniedError):
         gw.openai("tg-g-fin").chat.completions.create(model="gpt-4o-mini",
                                                       messages=[{"role": "user", "content": "the merger"}])
+
+
+def test_the_one_pass_prefilter_never_hides_a_finding():
+    """A rule first searches all its patterns at once; whatever text, it finds what each pattern finds alone."""
+    import dataclasses
+
+    from hypothesis import given, settings, strategies as st
+
+    from tollgate.core.guard import DETECTORS, Rule, compile_rule
+
+    rule = compile_rule(Rule("all", detectors=tuple(DETECTORS), keywords=("Secret", "pass word"), regexes=(r"x\d+y",)))
+    unfiltered = dataclasses.replace(rule, _prefilter=None)
+    samples = ["AKIAIOSFODNN7EXAMPLE", "jane@example.com", "4111 1111 1111 1111", "sk-ant-" + "a" * 24, "SECRET",
+               "x42y", "PASS WORD", "10.0.0.1", "+49 30 1234 5678", "DE89 3704 0044 0532 0130 00"]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(st.sampled_from(samples), st.text(max_size=30)), max_size=6))
+    def check(parts):
+        text = " ".join(parts)
+        assert list(rule.spans(text)) == list(unfiltered.spans(text))
+
+    check()
+    assert rule._prefilter is not None and not rule.may_match("nothing to see here")

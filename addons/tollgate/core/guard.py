@@ -86,6 +86,12 @@ class Rule:
     groups: tuple[str, ...] = ()      # empty: everyone
     consumers: tuple[str, ...] = ()
     _compiled: tuple = field(default=(), compare=False, repr=False)
+    _prefilter: object = field(default=None, compare=False, repr=False)  # all its patterns in one RE2
+
+    def may_match(self, text: str) -> bool:
+        """One linear pass for the whole rule: most prompts hold no finding, and then each pattern's own pass
+        (and the Python wrapper around it, which costs more than the pass on a short prompt) is skipped."""
+        return self._prefilter is None or self._prefilter.search(text) is not None
 
     def applies_to(self, consumer: str, group: str) -> bool:
         if not self.groups and not self.consumers:
@@ -94,6 +100,8 @@ class Rule:
 
     def spans(self, text: str):
         """(start, end, label) of each finding of this rule in text; label names the detector, or the rule."""
+        if not self.may_match(text):
+            return
         for pattern, validator, label in self._compiled:
             for m in pattern.finditer(text):
                 if validator is None or validator(text, m):
@@ -117,7 +125,10 @@ def compile_rule(rule: Rule) -> Rule:
             compiled.append((re2.compile(expr, options), None, ""))
         except re2.error as e:
             raise ValueError(f"regex[{i}] cannot be run in linear time or is invalid: {e}") from None
-    return Rule(**{**rule.__dict__, "_compiled": tuple(compiled)})
+    flags = "" if rule.case_sensitive else "(?i)"  # the rule's own patterns fold case as the rule says
+    either = "|".join(f"(?:{p.pattern})" if label else f"(?:{flags}{p.pattern})" for p, _, label in compiled)
+    prefilter = re2.compile(either) if len(compiled) > 1 else None
+    return Rule(**{**rule.__dict__, "_compiled": tuple(compiled), "_prefilter": prefilter})
 
 
 def normalise(text: str) -> str:
