@@ -34,7 +34,7 @@ def test_set_get_delete_and_ttl(store):
 
 
 def test_memory_store_is_bounded_by_bytes_and_evicts_least_recently_used():
-    store = MemoryStore(max_bytes=1000)
+    store = MemoryStore(max_bytes=2000)  # 300-byte values cost ~550 bytes each with key and bookkeeping
 
     async def scenario():
         for i in range(10):
@@ -42,7 +42,24 @@ def test_memory_store_is_bounded_by_bytes_and_evicts_least_recently_used():
             await store.get("k0")  # k0 stays hot
         return [await store.get(f"k{i}") is not None for i in range(10)]
     kept = run(scenario())
-    assert store.bytes <= 1000 and kept[0] and kept[-1] and sum(kept) == 3
+    assert store.bytes <= 2000 and kept[0] and kept[-1] and sum(kept) == 3
+
+
+def test_many_small_entries_stay_within_the_memory_bound():
+    """The bound counts what an entry really takes, so small answers under long keys cannot outgrow it."""
+    import tracemalloc
+
+    store = MemoryStore(max_bytes=2**20)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+
+    async def scenario():
+        for i in range(50_000):
+            await store.set(f"tollgate:cache:{i:064d}", b"x" * 40, 60)
+    run(scenario())
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(store._entries) < 5_000 and used < 1.5 * 2**20
 
 
 def test_dead_redis_raises_store_error_fast():

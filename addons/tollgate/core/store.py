@@ -38,8 +38,16 @@ def _slot(now_ms: int, slot_ms: int) -> int:
     return now_ms // slot_ms if slot_ms else 0  # slot_ms 0: one fixed slot (budget periods are in the key)
 
 
+ENTRY_OVERHEAD = 250  # bytes an entry costs besides its key and value (dict slot, tuple, objects), measured
+
+
+def _size(key: str, value: bytes) -> int:
+    return len(key) + len(value) + ENTRY_OVERHEAD
+
+
 class MemoryStore:
-    """LRU bounded by the total bytes of its values; entries also expire after their TTL."""
+    """LRU bounded by the memory its entries take (keys, values and their bookkeeping, so that many small answers
+    cannot outgrow the bound); entries also expire after their TTL."""
 
     MAX_COUNTERS = 100_000  # beyond this many live counters the least recently used is dropped
 
@@ -95,11 +103,11 @@ class MemoryStore:
         return entry[0]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        if len(value) > self.max_bytes:
+        if _size(key, value) > self.max_bytes:
             return
         self._drop(key)
         self._entries[key] = (value, self._clock() + ttl_s)
-        self.bytes += len(value)
+        self.bytes += _size(key, value)
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
@@ -114,7 +122,7 @@ class MemoryStore:
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.bytes -= len(entry[0])
+            self.bytes -= _size(key, entry[0])
 
 
 # All of a call's counters in one step. KEYS: the counter hashes. ARGV: per key limit, cost, slot_ms, slots, ttl_ms.
