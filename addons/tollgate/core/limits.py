@@ -15,6 +15,7 @@ default) and the prompt estimate at or above the provider's count, that excess i
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import ipaddress
 import math
@@ -50,11 +51,11 @@ class Limit:
     message: str = ""
     index: int = 0                  # position among the limits of one rule (distinct counters)
 
-    @property
+    @functools.cached_property  # read several times per call: computed once per limit
     def slot_ms(self) -> int:
         return max(1, round(self.window_s * 1000 / SLOTS)) if self.window_s else 0
 
-    @property
+    @functools.cached_property
     def slots(self) -> int:
         return math.ceil(self.window_s * 1000 / self.slot_ms) if self.window_s else 0
 
@@ -125,18 +126,21 @@ def counter_key(limit: Limit, value: str, now: float) -> str:
 
 
 def period_id(period: str, now: float) -> str:
-    t = datetime.fromtimestamp(now, timezone.utc)
-    return t.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+    return _period(period, int(now // 86400))[0]
 
 
 def period_left_s(period: str, now: float) -> float:
-    t = datetime.fromtimestamp(now, timezone.utc)
+    return _period(period, int(now // 86400))[1] - now
+
+
+@functools.lru_cache(maxsize=16)  # one entry per period and UTC day: a call asks twice, the date math runs once a day
+def _period(period: str, day: int) -> tuple[str, float]:
+    """(id, end as epoch seconds) of the day or month (UTC) that contains the given day number."""
+    t = datetime.fromtimestamp(day * 86400, timezone.utc)
     if period == "day":
-        end = datetime(t.year, t.month, t.day, tzinfo=timezone.utc).timestamp() + 86400
-    else:
-        days = calendar.monthrange(t.year, t.month)[1]
-        end = datetime(t.year, t.month, 1, tzinfo=timezone.utc).timestamp() + days * 86400
-    return end - now
+        return t.strftime("%Y-%m-%d"), (day + 1) * 86400.0
+    days = calendar.monthrange(t.year, t.month)[1]
+    return t.strftime("%Y-%m"), datetime(t.year, t.month, 1, tzinfo=timezone.utc).timestamp() + days * 86400
 
 
 def ttl_ms(limit: Limit, now: float) -> int:
