@@ -125,6 +125,9 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     if redis:
         targets["default chain, redis"] = Gateway(work / "chain-redis", chain(fake, redis.url), extra=INSECURE)
     targets["cache hit"] = Gateway(work / "hit", chain(fake), extra=INSECURE)
+    if args.compare:  # another checkout's gateway on the same chain, in the same rounds (before/after a change)
+        targets[f"default chain @ {args.compare.name}"] = Gateway(
+            work / "compare", chain(fake), extra=INSECURE, script_file=args.compare / "addons" / "gateway.py")
     results: dict[str, list[dict]] = {name: [] for name in targets}
     try:
         for round_ in range(args.rounds):
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, help="instead: this many concurrent open streams on one gateway")
     parser.add_argument("--memory", type=int, help="instead: RSS after 10%% of this many calls and after all")
+    parser.add_argument("--compare", type=Path, help="also run the default chain of another checkout (e.g. a worktree "
+                        "of main) in the same rounds")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke test, not a measurement)")
     args = parser.parse_args()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from mitmproxy import http
 
@@ -21,18 +20,20 @@ async def off_loop_if(large: bool, fn, *args):
     return await asyncio.to_thread(fn, *args) if large else fn(*args)
 
 
-# flow -> its call record. Outside flow.metadata on purpose: what is in the flow is serialised into flow dumps and
-# mitmweb saves, and the record holds the parsed prompt and other things that must not be (Annotate puts the
-# finished record's ledger row into flow.metadata instead). Weak: a flow that is dropped takes its record along.
-_records: "weakref.WeakKeyDictionary[object, CallRecord]" = weakref.WeakKeyDictionary()
+# A flow's call record rides on the flow object as a plain attribute: not in flow.metadata on purpose, because what
+# is in there is serialised into flow dumps and mitmweb saves, and the record holds the parsed prompt and other
+# things that must not be (Annotate puts the finished record's ledger row into flow.metadata instead). The flow's
+# state (dumps, copies, replays) leaves the attribute out, and the record goes when the flow goes. Read by every
+# step at every hook: an attribute, not a weak mapping (which makes a weak reference on every lookup).
+_RECORD = "_tollgate_record"
 
 
 def record_of(flow) -> CallRecord | None:
-    return _records.get(flow)
+    return getattr(flow, _RECORD, None)
 
 
 def open_record(flow, record: CallRecord) -> CallRecord:
-    _records[flow] = record
+    setattr(flow, _RECORD, record)
     return record
 
 
@@ -41,7 +42,7 @@ def pending(flow) -> CallRecord | None:
     request-phase hooks); None for other flows, answered flows and flows forwarded untouched."""
     if flow.response or flow.error or not flow.live:
         return None
-    record = _records.get(flow)
+    record = getattr(flow, _RECORD, None)
     return None if record is None or record.untouched else record
 
 
@@ -58,6 +59,14 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
     record.status = status
     record.decision = decision
     record.reason = message
+
+
+def set_headers(headers, values: dict[str, str]) -> None:
+    """Sets several headers in one pass over the message's headers (one by one, each would be a pass), replacing
+    any of the same name (the provider's own x-ratelimit-*, say)."""
+    names = {name.lower().encode() for name in values}
+    headers.fields = tuple(f for f in headers.fields if f[0].lower() not in names) + tuple(
+        (name.encode(), value.encode()) for name, value in values.items())
 
 
 def strip_credentials(headers) -> None:

@@ -21,7 +21,7 @@ from tollgate.core import limits as core
 from tollgate.core.record import Decision
 from tollgate.core.store import StoreError
 from tollgate.metrics import BUDGET_LIMIT, BUDGET_SPENT
-from tollgate.flows import (THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject)
+from tollgate.flows import THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject, set_headers
 
 
 @dataclass
@@ -122,12 +122,12 @@ class Admit:
     def responseheaders(self, flow):
         record = record_of(flow)
         if record is not None and record.limit_headers:
-            flow.response.headers.update(record.limit_headers)
+            set_headers(flow.response.headers, record.limit_headers)
 
     def response(self, flow):  # answers made at the gate (cache hits) pass no responseheaders hook
         record = record_of(flow)
         if record is not None and record.limit_headers and record.answered_here:
-            flow.response.headers.update(record.limit_headers)
+            set_headers(flow.response.headers, record.limit_headers)
 
 
 class Settle:
