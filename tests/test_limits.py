@@ -182,3 +182,21 @@ def test_memory_store_bounds_its_counters():
             await add(store, f"k{i}", 5, 1, 1000, 60, 62_000)
     run(scenario())
     assert len(store._counters) == 50
+
+
+def test_batched_writes_set_and_settle_in_one_go_and_survive_a_script_flush(store):
+    """What the answers of one event-loop turn leave behind (cache entries, settlements) goes in one write; after a
+    Redis restart lost the settle script, it is loaded again and the settlements still land."""
+    async def scenario():
+        key = f"t:batch:{time.time()}"
+        first = await add(store, key, 10, 6, 1000, 60, 62_000)
+        counter = Counter(key, 10, 6, 1000, 60, 62_000)
+        if isinstance(store, RedisStore):
+            await store._redis.script_flush()
+        await store.write([("set", f"{key}:entry", b"answer", 60), ("settle", [(counter, first.slot, -5)])])
+        after = await add(store, key, 10, 9, 1000, 60, 62_000)  # 1 left from the first call: 9 more fit
+        entry = await store.get(f"{key}:entry")
+        await store.close()
+        return after, entry
+    after, entry = run(scenario())
+    assert after.admitted and after.used == 10 and entry == b"answer"

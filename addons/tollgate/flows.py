@@ -105,6 +105,7 @@ class SharedStore:
     def __init__(self, store):
         self.store = store
         self.in_process = isinstance(store, MemoryStore)  # answers at once: its writes need no task
+        self._queued: list[tuple] = []
 
     async def _call(self, coro):
         try:
@@ -127,25 +128,33 @@ class SharedStore:
         return await self._call(self.store.reserve(counters))
 
     def set_later(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._later(self.store.set(key, value, ttl_s))
+        self._later(("set", key, value, ttl_s))
 
     def settle_later(self, corrections: list) -> None:
-        self._later(self.store.settle(corrections))
+        self._later(("settle", corrections))
 
-    def _later(self, coro) -> None:
-        """A write that must not delay the answer; in an outage it is lost (the cache misses; a limit keeps its
-        reservation: the safe side)."""
-        async def write():
-            try:
-                await self._call(coro)
-            except StoreError:
-                pass
+    def _later(self, write: tuple) -> None:
+        """A write that must not delay the answer. The writes of one turn of the event loop go together (Redis: one
+        round trip for all of them); in an outage they are lost (the cache misses; a limit keeps its reservation:
+        the safe side)."""
         if self.in_process:  # the memory store never waits: its coroutine finishes on the first step
             try:
-                write().send(None)
+                self._quietly([write]).send(None)
             except StopIteration:
                 return
             raise RuntimeError("the memory store waited")  # never: a task would be needed after all
-        task = asyncio.get_running_loop().create_task(write())
+        self._queued.append(write)
+        if len(self._queued) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        writes, self._queued = self._queued, []
+        task = asyncio.get_running_loop().create_task(self._quietly(writes))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+    async def _quietly(self, writes: list[tuple]) -> None:
+        try:
+            await self._call(self.store.write(writes))
+        except StoreError:
+            pass

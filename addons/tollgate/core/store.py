@@ -31,6 +31,8 @@ class Store(Protocol):
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None: ...
 
+    async def write(self, writes: list[tuple]) -> None: ...  # ("set", key, value, ttl_s) | ("settle", corrections)
+
     async def close(self) -> None: ...
 
 
@@ -91,6 +93,10 @@ class MemoryStore:
                 continue
             counts[slot] = counts.get(slot, 0) + delta
             self._keep(c.key, counts, now + c.ttl_ms)
+
+    async def write(self, writes: list[tuple]) -> None:
+        for kind, *args in writes:
+            await (self.set(*args) if kind == "set" else self.settle(*args))
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -234,8 +240,36 @@ class RedisStore:
         return states
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
-        args = [v for c, slot, delta in corrections for v in (slot, delta, c.slot_ms, c.slots, c.ttl_ms)]
-        await self._call(self._settle(keys=[c.key for c, _, _ in corrections], args=args))
+        await self.write([("settle", corrections)])
+
+    async def write(self, writes: list[tuple]) -> None:
+        """Several writes (of several calls) in one round trip: a pipeline, no transaction. The settle script is
+        sent by its digest; after a Redis restart (NOSCRIPT) it is loaded again and those commands are repeated."""
+        await self._call(self._write(writes))
+
+    async def _write(self, writes: list[tuple]) -> None:
+        from redis.exceptions import NoScriptError
+
+        pipe = self._redis.pipeline(transaction=False)
+        settles = []
+        for kind, *args in writes:
+            if kind == "set":
+                key, value, ttl_s = args
+                pipe.set(key, value, px=max(1, int(ttl_s * 1000)))
+            else:
+                corrections = args[0]
+                settles.append((len(pipe), [c.key for c, _, _ in corrections],
+                                [v for c, slot, delta in corrections for v in (slot, delta, c.slot_ms, c.slots,
+                                                                              c.ttl_ms)]))
+                pipe.evalsha(self._settle.sha, len(corrections), *settles[-1][1], *settles[-1][2])
+        results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in results):
+            await self._redis.script_load(_SETTLE)
+            for index, keys, args in settles:
+                if isinstance(results[index], NoScriptError):
+                    await self._settle(keys=keys, args=args)
+        if failed := next((r for r in results if isinstance(r, Exception) and not isinstance(r, NoScriptError)), None):
+            raise failed
 
     async def close(self) -> None:
         try:
