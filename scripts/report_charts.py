@@ -32,8 +32,16 @@ def ranked(values: list[tuple[str, float]], keep: int) -> list[tuple[str, float]
     return values[:keep - 1] + [(f"{len(rest)} others", sum(v for _, v in rest))]
 
 
+def literal(text: str) -> str:
+    """A name as matplotlib must print it: two dollar signs would otherwise start a formula."""
+    return text.replace("$", r"\$")
+
+
 def figure(by_consumer: list[tuple[str, float]], series: dict[str, dict[str, float]], metric: str, title: str):
     """A matplotlib Figure: ranked consumers on top, spend (or tokens) over time below."""
+    by_consumer = [(literal(name), value) for name, value in by_consumer]
+    series = {literal(model): points for model, points in series.items()}
+    title = literal(title)
     bars = ranked(by_consumer, MAX_BARS)
     models = ranked([(m, sum(points.values())) for m, points in series.items()], MAX_SERIES)
     named = {m for m, _ in models}

@@ -180,3 +180,14 @@ def test_unpriced_calls_are_flagged(month):
                           "--format", "json", "--by", "model"], capture_output=True, text=True, check=True)
     assert {r["model"]: r["unpriced"] for r in json.loads(out.stdout)}["mystery-model"] == 1
     assert "charged at the default price" in out.stderr and "mystery-model" in out.stderr
+
+
+def test_names_are_printed_as_written_in_charts():
+    """Consumer and model names come from configurations and clients: a name with dollar signs is no formula."""
+    import report_charts
+
+    fig = report_charts.figure([("a$b$c", 2.0), ("x^2_y", 1.0)], {"m$1$": {"2026-11-01": 1.0}}, "cost", "t")
+    fig.canvas.draw()  # would raise on a malformed formula
+    consumers, over_time = fig.axes
+    assert [t.get_text() for t in consumers.get_yticklabels()] == [r"x^2_y", r"a\$b\$c"]
+    report_charts.save(fig, "/dev/null")
