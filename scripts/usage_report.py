@@ -59,6 +59,11 @@ def default_ledger(config: Path) -> str:
     return str(path if path.is_absolute() else ROOT / path)
 
 
+def spreadsheet_safe(value):
+    """Model names come from clients: text a spreadsheet would run as a formula is quoted (OWASP's CSV injection)."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def money(value: float) -> str:
     """Exact to a millionth of a dollar: sub-cent calls are real money."""
     return f"{value:.6f}"
@@ -103,7 +108,8 @@ def main() -> None:
     elif args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=[args.by, *COLUMNS])
         writer.writeheader()
-        writer.writerows({k: money(v) if k.endswith("usd") else v for k, v in row.items()} for row in rows)
+        writer.writerows({k: money(v) if k.endswith("usd") else spreadsheet_safe(v) for k, v in row.items()}
+                         for row in rows)
     elif args.format == "html":
         import report_charts
 

@@ -191,3 +191,18 @@ def test_names_are_printed_as_written_in_charts():
     consumers, over_time = fig.axes
     assert [t.get_text() for t in consumers.get_yticklabels()] == [r"x^2_y", r"a\$b\$c"]
     report_charts.save(fig, "/dev/null")
+
+
+def test_csv_quotes_what_a_spreadsheet_would_run(tmp_path):
+    """A client picks the model name it sends; the finance team opens the CSV in a spreadsheet."""
+    from tollgate.core.ledger import LedgerDB
+    from tollgate.core.record import CallRecord
+
+    ledger = LedgerDB(str(tmp_path / "u.db"))
+    ledger.write(CallRecord("c1", 1_790_000_000, "10.0.0.1", "openai", "/v1/chat/completions", consumer="eve",
+                            requested_model='=HYPERLINK("http://x","y")', status=403, decision="rejected").row())
+    ledger.close()
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "usage_report.py"), "--ledger", str(tmp_path / "u.db"),
+                          "--format", "csv", "--by", "model"], capture_output=True, text=True, check=True).stdout
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert row["model"] == "'=HYPERLINK(\"http://x\",\"y\")" and row["blocked"] == "1"
