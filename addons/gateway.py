@@ -15,7 +15,7 @@ from tollgate.annotate import Annotate  # noqa: E402
 from tollgate.answer_guard import AnswerGuard  # noqa: E402
 from tollgate.authenticate import Authenticate  # noqa: E402
 from tollgate.authorize import Authorize  # noqa: E402
-from tollgate.cache import CacheFill, CacheLookup  # noqa: E402
+from tollgate.cache import CacheFill, CacheKey, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.collector import CollectorTuning  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
@@ -49,7 +49,8 @@ addons = [
         Authorize(settings),      # may this consumer use this model at this provider? (403)
         Realtime(settings, admit, settle),  # WebSocket sessions: events guarded, each response reserved and settled
         Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
-        admit,                    # rate limits and budgets: reserve the worst case, or 429 with retry-after
+        CacheKey(settings),       # may the cache answer, under which key (tenant, provider, model, body)?
+        admit,                    # rate limits and budgets: reserve the worst case (and fetch the cache entry), or 429
         CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
         Stream(),                 # ask for stream usage; stream SSE through a metering tap
         Forward(settings),        # serialise the body once; watch the provider: 502/504, silence mid-answer

@@ -200,3 +200,18 @@ def test_batched_writes_set_and_settle_in_one_go_and_survive_a_script_flush(stor
         return after, entry
     after, entry = run(scenario())
     assert after.admitted and after.used == 10 and entry == b"answer"
+
+
+def test_a_reservation_fetches_a_cache_entry_in_the_same_round_trip(store):
+    async def scenario():
+        key = f"t:fetch:{time.time()}"
+        await store.set(f"{key}:entry", b"answer", 60)
+        counter = Counter(key, 10, 4, 1000, 60, 62_000)
+        if isinstance(store, RedisStore):
+            await store._redis.script_flush()  # after a Redis restart the script is loaded again
+        states, entry = await store.reserve_and_get([counter], f"{key}:entry")
+        missing = (await store.reserve_and_get([counter], f"{key}:none"))[1]
+        await store.close()
+        return states[0], entry, missing
+    state, entry, missing = run(scenario())
+    assert state.admitted and state.used == 4 and entry == b"answer" and missing is None

@@ -21,11 +21,14 @@ BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
 
 
-class CacheLookup:
+class CacheKey:
+    """Decides whether the call may be answered from the cache and under which key (before the limits, which fetch
+    the entry in the same round trip as their reservation)."""
+
     def __init__(self, settings):
         self.settings = settings
 
-    async def request(self, flow):
+    def request(self, flow):
         if not (record := pending(flow)):
             return
         headers = flow.request.headers
@@ -46,9 +49,22 @@ class CacheLookup:
             provider=record.provider, dialect=record.dialect, path=record.endpoint, model=record.model,
             streamed=record.streamed, body=record.body,
             tenant_id=tenant(config.scope, record.consumer, record.group, record.byok_key))
-        if directive == "refresh":
+        record.cache_lookup = directive != "refresh"
+
+
+class CacheLookup:
+    """Identical request, same tenant: answered here (x-cache: HIT)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    async def request(self, flow):
+        if not (record := pending(flow)) or not record.cache_lookup:
             return
-        data = await self.settings.store().lookup(record.cache_key)
+        if record.cache_fetched:  # the limits fetched it with their reservation
+            data = record.cache_entry
+        else:
+            data = await self.settings.store().lookup(record.cache_key)
         entry = Entry.unpack(data) if data else None
         if entry is None or entry.streamed != record.streamed:
             return

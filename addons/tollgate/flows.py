@@ -123,8 +123,11 @@ class SharedStore:
         except StoreError:
             return None
 
-    async def reserve(self, counters: list) -> list:
-        """Raises StoreError in an outage: the limits' on_store_error decides."""
+    async def reserve(self, counters: list, fetch: str = ""):
+        """Raises StoreError in an outage: the limits' on_store_error decides. With `fetch`, the value under that
+        key comes along in the same round trip: (states, value)."""
+        if fetch:
+            return await self._call(self.store.reserve_and_get(counters, fetch))
         return await self._call(self.store.reserve(counters))
 
     def set_later(self, key: str, value: bytes, ttl_s: float) -> None:

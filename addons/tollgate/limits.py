@@ -72,7 +72,11 @@ class Admit:
             costs["usd"] = _micro(config.priced(record.provider, model, prompt, output).usd)
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
         try:
-            states = await self.settings.store().reserve(counters)
+            if record.cache_lookup:  # the cache's entry comes along in the same round trip
+                states, record.cache_entry = await self.settings.store().reserve(counters, record.cache_key)
+                record.cache_fetched = True
+            else:
+                states = await self.settings.store().reserve(counters)
         except StoreError:
             record.limited_by = "store unavailable"
             if config.limits.on_store_error == "closed":

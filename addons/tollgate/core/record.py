@@ -73,6 +73,9 @@ class CallRecord:
     answered_here: bool = transient(False)  # the gateway answered (a refusal, a cache hit): nothing came from upstream
     stored_usage: object = transient()      # a cache hit: the usage stored with the answer (dialects.Usage)
     cache_key: str = transient("")
+    cache_lookup: bool = transient(False)   # the cache may answer this call (cache_key is set)
+    cache_fetched: bool = transient(False)  # cache_entry holds what the store had under cache_key
+    cache_entry: bytes | None = transient()
     cache_keep_bytes: int = transient(0)    # a streamed miss keeps this many bytes of events for the cache
     masked: dict | None = transient()       # placeholder -> original of masked prompt findings; never stored
     reservations: list | None = transient()  # what the limits reserved at admission, settled when the call ends

@@ -29,6 +29,8 @@ class Store(Protocol):
 
     async def reserve(self, counters: list[Counter]) -> list[WindowState]: ...
 
+    async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]: ...
+
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None: ...
 
     async def write(self, writes: list[tuple]) -> None: ...  # ("set", key, value, ttl_s) | ("settle", corrections)
@@ -82,7 +84,8 @@ class MemoryStore:
             for c, slot, n in zip(counters, slots, counts):
                 n[slot] = n.get(slot, 0) + c.cost
                 self._keep(c.key, n, now + c.ttl_ms)
-        return [window_state(ok, now, slot, n, c.limit, c.cost) for c, slot, n, ok in zip(counters, slots, counts, room)]
+        return [window_state(ok, now, slot, n, c.limit, c.cost)
+                for c, slot, n, ok in zip(counters, slots, counts, room)]
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
         now = int(self._wall() * 1000)
@@ -93,6 +96,9 @@ class MemoryStore:
                 continue
             counts[slot] = counts.get(slot, 0) + delta
             self._keep(c.key, counts, now + c.ttl_ms)
+
+    async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]:
+        return await self.reserve(counters), await self.get(key)
 
     async def write(self, writes: list[tuple]) -> None:
         for kind, *args in writes:
@@ -230,7 +236,30 @@ class RedisStore:
 
     async def reserve(self, counters: list[Counter]) -> list[WindowState]:
         args = [v for c in counters for v in (c.limit, c.cost, c.slot_ms, c.slots, c.ttl_ms)]
-        out = await self._call(self._reserve(keys=[c.key for c in counters], args=args))
+        return self._states(counters, await self._call(self._reserve(keys=[c.key for c in counters], args=args)))
+
+    async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]:
+        """One round trip: the reservation script by its digest and a GET, pipelined (no transaction)."""
+        return await self._call(self._reserve_and_get(counters, key))
+
+    async def _reserve_and_get(self, counters: list[Counter], key: str):
+        from redis.exceptions import NoScriptError
+
+        args = [v for c in counters for v in (c.limit, c.cost, c.slot_ms, c.slots, c.ttl_ms)]
+        keys = [c.key for c in counters]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+        pipe.get(key)
+        out, value = await pipe.execute(raise_on_error=False)
+        if isinstance(out, NoScriptError):  # Redis restarted: the script runs (and is loaded) the usual way
+            out = await self._reserve(keys=keys, args=args)
+        for result in (out, value):
+            if isinstance(result, Exception):
+                raise result
+        return self._states(counters, out), value
+
+    @staticmethod
+    def _states(counters: list[Counter], out) -> list[WindowState]:
         admitted, now = bool(out[0]), int(out[1])
         states = []
         for c, (room, slot, used, newest, free) in zip(counters, out[2:]):
