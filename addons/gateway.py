@@ -39,7 +39,7 @@ admit, settle = Admit(settings), Settle(settings)  # limits act at two places (a
 addons = [
     settings,                     # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
     Pipeline(
-        CollectorTuning(),        # the cycle collector: start-up objects frozen, rarer young collections
+        CollectorTuning(),        # the cycle collector: what start-up made is frozen out of its scans
         Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503

@@ -7,7 +7,8 @@ same fake provider over HTTPS; every call carries a distinct prompt, so nothing 
   default chain, memory  + prompt guard, a rate limit, a token limit and a budget, the response cache (misses)
   default chain, redis   the same with limits and cache in a private redis-server
   cache hit              the same prompt every time, answered from the memory cache
-Rounds alternate between the targets so that machine noise hits all alike; figures are medians of the rounds.
+Rounds alternate between the targets, each round starting one target later, so that machine noise and position
+hit all alike; figures are medians of the rounds.
 
 Other modes:
   --streams 2000     that many concurrent open streams on one gateway (slow fake provider): TTFT p50/p99, errors,
@@ -130,8 +131,10 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
             work / "compare", chain(fake), extra=INSECURE, script_file=args.compare / "addons" / "gateway.py")
     results: dict[str, list[dict]] = {name: [] for name in targets}
     try:
-        for round_ in range(args.rounds):
-            for name, proxy in targets.items():
+        names = list(targets)
+        for round_ in range(args.rounds):  # each round starts one target later: none always runs first or last
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                proxy = targets[name]
                 fixed = name == "cache hit"
                 figures = sequential(proxy, args.requests, fixed) | concurrent(proxy, args.requests, fixed=fixed)
                 results[name].append(figures)
