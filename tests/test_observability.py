@@ -68,3 +68,17 @@ def test_metrics_after_real_calls(gw):
     time.sleep(1)
     after = lag(scrape(gw))
     assert after[0] - before[0] >= 10 and after[1] - before[1] >= after[0] - before[0] - 1
+
+
+def test_a_model_nobody_prices_is_counted_and_recorded(gw):
+    """Priced by the catalogue where it knows the model; otherwise at the default price, counted and recorded."""
+    client = gw.openai("tg-obs-alice")
+    mark = gw.mark()
+    client.chat.completions.create(model="in-house-llm-7b", messages=HELLO, extra_headers={"cache-control": "no-store"})
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, extra_headers={"cache-control": "no-store"})
+    unpriced, priced = gw.rows_since(mark, 2)
+    assert (unpriced["priced_by"], priced["priced_by"]) == ("default", "catalog")
+    assert unpriced["cost_usd"] > 0 and priced["cost_usd"] > 0
+    text = scrape(gw)
+    assert value(text, "tollgate_unpriced_calls_total", model="in-house-llm-7b") == 1
+    assert value(text, "tollgate_unpriced_calls_total", model="gpt-4o") == 0

@@ -42,10 +42,11 @@ class Meter:
         priced = self.settings.config.priced(record.provider, record.model or record.requested_model,
                                              record.prompt_tokens, record.completion_tokens, record.cached_tokens,
                                              record.cache_write_tokens, record.started_at)
+        record.priced_by = priced.by
         if record.stored_usage is not None:  # a cache hit spends nothing: what it would have cost is saved
-            record.saved_usd, record.priced_by = round(priced.usd, 8), priced.by
+            record.saved_usd = round(priced.usd, 8)
         else:
-            record.cost_usd, record.priced_by = round(priced.usd, 8), priced.by
+            record.cost_usd = round(priced.usd, 8)
 
     def _response(self, flow, record) -> None:
         record.status = flow.response.status_code

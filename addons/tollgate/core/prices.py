@@ -120,11 +120,6 @@ class PriceTable:
                 pass
         return Priced(self.default.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), DEFAULT)
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-             cache_write_tokens: int = 0, provider_type: str = "") -> float:
-        return self.priced(model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                           provider_type).usd
-
 
 DEFAULT_PRICES = Path(__file__).resolve().parents[3] / "config" / "prices.yaml"
 
