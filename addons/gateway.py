@@ -18,8 +18,10 @@ from tollgate.authorize import Authorize  # noqa: E402
 from tollgate.cache import CacheFill, CacheKey, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.collector import CollectorTuning  # noqa: E402
+from tollgate.fallback import Fallback  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.guard import Guard  # noqa: E402
+from tollgate.health import Health  # noqa: E402
 from tollgate.ledger import Ledger, LedgerAdmission  # noqa: E402
 from tollgate.limits import Admit, Settle  # noqa: E402
 from tollgate.llmview import LLMView  # noqa: E402
@@ -32,9 +34,12 @@ from tollgate.realtime import Realtime  # noqa: E402
 from tollgate.route import Route  # noqa: E402
 from tollgate.settings import Settings  # noqa: E402
 from tollgate.stream import Stream  # noqa: E402
+from tollgate.translate import Translate  # noqa: E402
 
 settings = Settings()
 admit, settle = Admit(settings), Settle(settings)  # limits act at two places (and in realtime sessions)
+health = Health(settings)                 # keys and providers: cooling down, out, breakers (shared via the store)
+route = Route(settings, health)
 
 addons = [
     settings,                     # loads config/gateway.yaml, reloads on edit, decrypts only provider hosts
@@ -45,17 +50,20 @@ addons = [
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503
         Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
         Prompts(settings),        # template calls expanded (400 if unknown), decorators add their messages
-        Route(settings),          # provider + model mapping, destination rewrite, org key injected (503 without one)
+        route,                    # the pool's first healthy target: destination, model, wire format, org key (503)
         Authorize(settings),      # may this consumer use this model at this provider? (403)
         Realtime(settings, admit, settle),  # WebSocket sessions: events guarded, each response reserved and settled
         Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
         CacheKey(settings),       # may the cache answer, under which key (tenant, provider, model, body)?
         admit,                    # rate limits and budgets: reserve the worst case (and fetch the cache entry), or 429
         CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
-        Stream(),                 # ask for stream usage; stream SSE through a metering tap
-        Forward(settings),        # serialise the body once; watch the provider: 502/504, silence mid-answer
+        Stream(),                 # ask for stream usage; stream SSE through a metering (and translating) tap
+        Forward(settings),        # serialise the body once (translated); watch the provider: 502/504, silence
+        Fallback(settings, route, health),  # the attempt failed before the client saw a byte: the next target
+        Translate(),              # a translated answer back in the client's wire format (x-tollgate-dropped)
         AnswerGuard(settings),    # masked originals back into the answer; moderation refuses or cuts (streams)
         Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
+        health,                   # the final attempt's outcome; x-tollgate-attempts
         settle,                   # limits: the reservation corrected to what the call used
         CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
         Annotate(),               # mitmweb: comment and marker

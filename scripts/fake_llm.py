@@ -12,6 +12,10 @@ Misbehaviour, for the gateway's robustness tests:
   x-fake-odd-events: 1      stream: wrong-typed events and garbage lines among the real ones
   x-fake-gzip: 1            stream: gzip-compressed although the request asked for identity
   x-fake-end-delay-ms: 20   stream: keep the body open this long after the final event
+  x-fake-tool: get_weather  answer with a call of this tool ({"city": "Paris"}; streamed as argument pieces)
+  x-fake-cached: 30         report this many prompt tokens as read from the provider's prompt cache
+Command-line defaults for every request (a provider that is down, or one key of it refused): --status, --hang,
+--retry-after (sent with a 429), --key-status KEY=STATUS (the answer for requests carrying that org key).
 Served at any path prefix (/v1/..., /compatible-mode/v1/..., /openai/deployments/x/...), so routed traffic lands.
 GET /_fake/requests lists the requests seen (method, path, headers, body); DELETE clears them.
 """
@@ -32,7 +36,7 @@ WORDS = ("tollgate answers every call from the fake provider with a steady strea
          "tokens and watch chunks arrive one by one").split()
 
 seen: deque = deque(maxlen=2000)
-defaults = {"words": 12, "delay_ms": 0}
+defaults = {"words": 12, "delay_ms": 0, "status": 200, "hang": False, "retry_after": "", "key_status": {}}
 
 
 def completion_text(n: int) -> str:
@@ -66,8 +70,16 @@ def answer_pieces(request: web.Request, body: dict, words: int) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(completion_text(words).split(" "))]
 
 
+def _key_status(request: web.Request) -> int | None:
+    for header in ("authorization", "x-api-key", "api-key"):
+        value = request.headers.get(header, "").removeprefix("Bearer ").strip()
+        if value in defaults["key_status"]:
+            return defaults["key_status"][value]
+    return None
+
+
 def knobs(request: web.Request) -> tuple[int, float, int]:
-    status = int(request.headers.get("x-fake-status", 200))
+    status = int(request.headers.get("x-fake-status", _key_status(request) or defaults["status"]))
     delay = float(request.headers.get("x-fake-delay-ms", defaults["delay_ms"])) / 1000
     words = int(request.headers.get("x-fake-words", defaults["words"]))
     return status, delay, words
@@ -84,9 +96,20 @@ async def read_json(request: web.Request) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+def _error_headers(status: int) -> dict:
+    return {"retry-after": defaults["retry_after"]} if status == 429 and defaults["retry_after"] else {}
+
+
 def openai_error(status: int) -> web.Response:
     return web.json_response({"error": {"message": f"fake upstream error {status}", "type": "server_error",
-                                        "param": None, "code": None}}, status=status)
+                                        "param": None, "code": None}}, status=status, headers=_error_headers(status))
+
+
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+
+
+def tool_pieces(text: str = TOOL_ARGUMENTS) -> list[str]:
+    return [text[i:i + 5] for i in range(0, len(text), 5)]
 
 
 ODD_EVENTS = ['data: {"choices": 5}\n\n', "data: {not json\n\n", "garbage line without a blank line\n\n",
@@ -130,7 +153,7 @@ async def stalled(request: web.Request, payload: dict) -> web.StreamResponse:
 
 
 async def maybe_hang(request: web.Request) -> None:
-    if request.headers.get("x-fake-hang"):
+    if request.headers.get("x-fake-hang") or defaults["hang"]:
         await asyncio.sleep(3600)
 
 
@@ -145,12 +168,19 @@ async def chat(request: web.Request) -> web.StreamResponse:
     ptok, pieces = prompt_tokens(body), answer_pieces(request, body, n)
     n = len(pieces)
     usage = {"prompt_tokens": ptok, "completion_tokens": n, "total_tokens": ptok + n}
+    if cached := int(request.headers.get("x-fake-cached", 0)):
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    tool = request.headers.get("x-fake-tool")
     created, cid = int(time.time()), f"chatcmpl-fake{len(seen)}"
     obj = "text_completion" if legacy else "chat.completion"
     if not body.get("stream"):
         await asyncio.sleep(delay)
         choice = ({"index": 0, "text": "".join(pieces), "finish_reason": "stop", "logprobs": None} if legacy else
                   {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": "stop"})
+        if tool:
+            choice = {"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_fake1", "type": "function", "function": {"name": tool, "arguments": TOOL_ARGUMENTS}}]}}
         payload = {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], "usage": usage}
         if request.headers.get("x-fake-stall-body"):
             return await stalled(request, payload)
@@ -169,9 +199,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return f"data: {json.dumps(c)}\n\n"
 
     events = [] if legacy else [chunk({"role": "assistant", "content": ""})]
+    if tool:
+        events.append(chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
+                                             "function": {"name": tool, "arguments": ""}}]}))
+        events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in tool_pieces()]
+        events.append(chunk({}, "tool_calls"))
+        pieces = []
     for piece in pieces:
         events.append(chunk(text=piece) if legacy else chunk({"content": piece}))
-    events.append(chunk(text="", finish="stop") if legacy else chunk({}, "stop"))
+    if not tool:
+        events.append(chunk(text="", finish="stop") if legacy else chunk({}, "stop"))
     if include_usage:
         events.append(chunk(choices=False, with_usage=True))
     events.append("data: [DONE]\n\n")
@@ -204,29 +241,42 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if status != 200:
         return web.json_response({"type": "error", "error": {"type": "api_error",
                                                              "message": f"fake upstream error {status}"}},
-                                 status=status)
+                                 status=status, headers=_error_headers(status))
     model, ptok = body.get("model", "claude-fake"), prompt_tokens(body)
     pieces = answer_pieces(request, body, n)
     text, n = "".join(pieces), len(pieces)
     mid = f"msg_fake{len(seen)}"
+    cached = int(request.headers.get("x-fake-cached", 0))
+    usage = {"input_tokens": ptok - cached, "output_tokens": n, "cache_read_input_tokens": cached}
+    tool = request.headers.get("x-fake-tool")
     if not body.get("stream"):
         await asyncio.sleep(delay)
+        content = [{"type": "text", "text": text}]
+        if tool:
+            content.append({"type": "tool_use", "id": "toolu_fake1", "name": tool, "input": json.loads(TOOL_ARGUMENTS)})
         return web.json_response({"id": mid, "type": "message", "role": "assistant", "model": model,
-                                  "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                                  "stop_sequence": None, "usage": {"input_tokens": ptok, "output_tokens": n}})
+                                  "content": content, "stop_reason": "tool_use" if tool else "end_turn",
+                                  "stop_sequence": None, "usage": usage})
 
     def ev(name, data):
         return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
 
     events = [ev("message_start", {"message": {"id": mid, "type": "message", "role": "assistant", "model": model,
                                                "content": [], "stop_reason": None, "stop_sequence": None,
-                                               "usage": {"input_tokens": ptok, "output_tokens": 1}}}),
+                                               "usage": {**usage, "output_tokens": 1}}}),
               ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
               ev("ping", {})]
     for piece in pieces:
         events.append(ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}}))
-    events += [ev("content_block_stop", {"index": 0}),
-               ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+    events.append(ev("content_block_stop", {"index": 0}))
+    if tool:
+        events.append(ev("content_block_start", {"index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_fake1", "name": tool, "input": {}}}))
+        events += [ev("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": p}})
+                   for p in tool_pieces()]
+        events.append(ev("content_block_stop", {"index": 1}))
+    events += [ev("message_delta", {"delta": {"stop_reason": "tool_use" if tool else "end_turn",
+                                              "stop_sequence": None},
                                     "usage": {"output_tokens": n}}),
                ev("message_stop", {})]
     return await sse(request, events, delay)
@@ -388,8 +438,15 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=12, help="default completion length")
     parser.add_argument("--delay-ms", type=float, default=0, help="default pause between streamed chunks")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway self-signed certificate")
+    parser.add_argument("--status", type=int, default=200, help="answer every call with this status")
+    parser.add_argument("--hang", action="store_true", help="never answer")
+    parser.add_argument("--retry-after", default="", help="retry-after seconds sent with a 429")
+    parser.add_argument("--key-status", action="append", default=[], metavar="KEY=STATUS",
+                        help="answer calls carrying this org key with this status")
     args = parser.parse_args()
-    defaults.update(words=args.words, delay_ms=args.delay_ms)
+    defaults.update(words=args.words, delay_ms=args.delay_ms, status=args.status, hang=args.hang,
+                    retry_after=args.retry_after,
+                    key_status={k: int(v) for k, _, v in (item.rpartition("=") for item in args.key_status)})
 
     async def serve():
         runner = web.AppRunner(make_app(), access_log=None)

@@ -44,7 +44,7 @@ def test_seed_shape_and_native_rules_parse():
 
 @pytest.mark.parametrize("rule,error", [
     ({"name": "r"}, r"limits.rules\[0\]: give requests or tokens"),
-    ({"name": "r", "requests": 0}, r"limits.rules\[0\].requests: expected a positive whole number"),
+    ({"name": "r", "requests": 0}, r"limits.rules\[0\].requests: expected a whole number from 1"),
     ({"name": "r", "per": "planet", "requests": 1}, r"limits.rules\[0\].per: expected global"),
     ({"name": "r", "limit_by_per_ip": "from-remote-addr",
       "limit_keys": [{"key": "10.0.0.300/8", "token_per_minute": 1}]}, r"limit_keys\[0\].key: not an IP address"),

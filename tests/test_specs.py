@@ -15,6 +15,7 @@ from tollgate.classify import Classify
 from tollgate.core.config import parse_config
 from tollgate.flows import record_of
 from tollgate.pipeline import Pipeline
+from tollgate.health import Health
 from tollgate.route import Route
 from tollgate.stream import Stream
 
@@ -56,7 +57,7 @@ def test_org_key_goes_in_the_specs_header_and_client_keys_go(type_, host, path, 
         provider["hosts"] = [host]
     settings = FixedSettings(parse_config({"providers": {"p": provider},
                                            "consumers": [{"name": "alice", "key": "CONSUMER"}]}, env={}))
-    pipeline = Pipeline(Classify(settings), Authenticate(settings), Route(settings), Stream())
+    pipeline = Pipeline(Classify(settings), Authenticate(settings), Route(settings, Health(settings)), Stream())
     flow = tflow.tflow(req=tutils.treq(
         scheme=b"https", host=host, port=443, path=path.encode(), method=b"POST",
         headers=[(b"authorization", b"Bearer CONSUMER"), (b"x-api-key", b"CONSUMER"), (b"api-key", b"CONSUMER"),
@@ -82,7 +83,7 @@ def test_plain_http_to_other_hosts_passes_unchanged():
     settings = FixedSettings(parse_config({"providers": {"openai": {"type": "openai"}}}, env={}))
     flow = tflow.tflow(req=tutils.treq(host="example.com", port=80, path=b"/v1/chat/completions",
                                        headers=[(b"authorization", b"Bearer mine")]))
-    pipeline = Pipeline(Classify(settings), Route(settings))
+    pipeline = Pipeline(Classify(settings), Route(settings, Health(settings)))
     with taddons.context(pipeline):
         run(pipeline, flow)
     assert record_of(flow) is None and flow.request.headers["authorization"] == "Bearer mine"

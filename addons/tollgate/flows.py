@@ -123,6 +123,13 @@ class SharedStore:
         except StoreError:
             return None
 
+    async def lookup_many(self, keys: list[str]) -> list[bytes | None]:
+        """Several entries in one round trip; an outage is a miss for each."""
+        try:
+            return await self._call(self.store.get_many(keys))
+        except StoreError:
+            return [None] * len(keys)
+
     async def reserve(self, counters: list, fetch: str = ""):
         """Raises StoreError in an outage: the limits' on_store_error decides. With `fetch`, the value under that
         key comes along in the same round trip: (states, value)."""

@@ -14,9 +14,20 @@ import json
 import time
 
 from tollgate import internals
+from tollgate.core import wire
 from tollgate.core.dialects import error_body, error_event
 from tollgate.core.record import Decision
-from tollgate.flows import pending, record_of
+from tollgate.flows import pending, record_of, reject
+
+def upstream_content(record) -> bytes:
+    """The request body as the provider gets it: in its own wire format (translated if need be), UTF-8 JSON.
+    Raises wire.TranslationError when the client's request has no counterpart there."""
+    body = record.body
+    if record.upstream_dialect and record.upstream_dialect != record.dialect:
+        body, dropped = wire.translate_request(body, record.dialect, record.upstream_dialect, record.model)
+        record.dropped = ",".join(dropped)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
 
 ERROR_CODES = {413: "request_too_large", 502: "upstream_error", 504: "upstream_timeout"}
 
@@ -60,7 +71,11 @@ class Forward:
         if not (record := pending(flow)):
             return
         if record.body_changed:  # UTF-8 JSON whatever the client's Content-Type said (text/plain means latin-1)
-            flow.request.content = json.dumps(record.body, ensure_ascii=False, separators=(",", ":")).encode()
+            try:
+                flow.request.content = upstream_content(record)
+            except wire.TranslationError as e:
+                return reject(flow, record, 400, f"cannot translate this call for provider {record.provider}: {e}",
+                              code="untranslatable_request")
             flow.request.headers["content-type"] = "application/json"
         flow.request.headers["accept-encoding"] = "identity"
         self._arm(flow, self.settings.config.upstream_timeout_s, self._no_headers)

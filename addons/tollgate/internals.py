@@ -101,6 +101,16 @@ def send_with_credential(request: http.Request, header: str, value: str, shown: 
     _wire_credentials[request] = (header, value)
 
 
+def wire_headers(request: http.Request) -> list[tuple[bytes, bytes]]:
+    """The request's headers as the wire gets them (its credential in place): for a request the gateway sends
+    itself (a fallback attempt)."""
+    credential = _wire_credentials.get(request)
+    headers = request.headers.copy()
+    if credential is not None:
+        headers[credential[0]] = credential[1]
+    return list(headers.fields)
+
+
 def _with_credential(command):
     request = command.event.request
     credential = _wire_credentials.get(request)
@@ -124,12 +134,15 @@ def _replace_error(self, event: ResponseProtocolError):
         out = [SendHttp(ResponseData(self.stream_id, tail), self.context.client),
                SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)]
         return out if h2 else out + [commands.CloseConnection(self.context.client)]
-    status = event.code.http_status_code()
-    answer = error_answer(flow, status, event.message) if status is not None else None
-    if answer is None:
-        return None
-    status, headers, body = answer
-    response = http.Response.make(status, body, headers)
+    if flow.error is None and flow.response is not None:  # an addon answered in the error hook (a fallback)
+        response, body = flow.response, flow.response.raw_content or b""
+    else:
+        status = event.code.http_status_code()
+        answer = error_answer(flow, status, event.message) if status is not None else None
+        if answer is None:
+            return None
+        status, headers, body = answer
+        response = http.Response.make(status, body, headers)
     if h2:
         response.http_version = flow.request.http_version
     else:

@@ -57,6 +57,12 @@ BUDGET_LIMIT = Gauge("tollgate_budget_limit_usd", "The amount of a budget per pe
                      registry=registry)
 GATEWAY_ERRORS = Counter("tollgate_gateway_errors", "Failures inside tollgate (each refused or ended the call)",
                          ["stage"], registry=registry)
+KEY_STATE = Gauge("tollgate_key_state", "Org key health: 0 ok, 1 cooling down (429), 2 out (401/403: replace it); "
+                  "`key` is a short id, never the key", ["provider", "key"], registry=registry)
+PROVIDER_STATE = Gauge("tollgate_provider_state", "Provider breaker: 0 closed, 1 half-open (probing), 2 open",
+                       ["provider"], registry=registry)
+RETRIES = Counter("tollgate_retries", "Fallback attempts after a target failed, and those the retry budget refused",
+                  ["result"], registry=registry)
 LEDGER_ERRORS = Counter("tollgate_ledger_errors", "Ledger rows that could not be written", registry=registry)
 LOOP_LAG = Histogram("tollgate_event_loop_lag_seconds", "How late the event loop woke a 50 ms timer: time every "
                      "connection waited for the gateway's own work", registry=registry,

@@ -76,6 +76,7 @@ class Pipeline:
                                getattr(s, "always", False), type(s).__name__)
                               for s in steps if callable(getattr(s, hook, None))]
                        for hook in GUARDED}
+        self._retries = [(s.wants, s.retry) for s in steps if callable(getattr(s, "retry", None))]
 
     # Lifecycle: forwarded as they are (a bad configuration must still fail the start loudly).
     def _each(self, hook: str, *args) -> None:
@@ -181,10 +182,47 @@ class Pipeline:
         self._answer_phase(flow, "websocket_end")
 
     def response(self, flow):
+        if self._retries and any(wants(flow) for wants, _ in self._retries):
+            return self._after_retry(flow, "response")
         self._answer_phase(flow, "response")
 
     def error(self, flow):
+        if self._retries and any(wants(flow) for wants, _ in self._retries):
+            return self._after_retry(flow, "error")
         self._answer_phase(flow, "error")
+
+    async def _after_retry(self, flow, stage: str) -> None:
+        """A failed attempt another target may mend (fallback.py): the answer that comes of it meets the same
+        steps as a first answer (its head, then the whole body through any stream tap), then the answer phase."""
+        before = flow.response
+        for wants, retry in self._retries:
+            if not wants(flow):
+                continue
+            try:
+                await retry(flow)
+            except Exception as e:
+                self._report(flow, stage, "Fallback", e)
+                record = failure_record(flow)
+                record.decision, record.reason = Decision.GATEWAY_ERROR, f"Fallback failed: {type(e).__name__}"
+        if flow.error is None and flow.response is not None and flow.response is not before:
+            self._replayed_head(flow)
+        elif stage == "response" and flow.response is None:  # mitmproxy sends a response here: ours, in its shape
+            record = failure_record(flow)
+            record.status = 504 if record.decision == Decision.UPSTREAM_TIMEOUT else 502
+            flow.response = http.Response.make(record.status, error_body(record.dialect, record.status, record.reason,
+                                                                         "upstream_error"),
+                                               {"content-type": "application/json"})
+            flow.error = None
+        self._answer_phase(flow, "response" if flow.error is None else "error")
+
+    def _replayed_head(self, flow) -> None:
+        response = flow.response
+        self._responseheaders(flow)
+        tap = response.stream
+        if callable(tap):  # a stream read whole: through its tap now, as it would have gone event by event
+            response.stream = None
+            body = response.raw_content or b""
+            response.content = b"".join(tap(body) + tap(b""))
 
     def _answer_phase(self, flow, stage: str) -> None:
         failed = False

@@ -1,65 +1,123 @@
-"""Routing, model mapping and the org key: picks the provider and model, rewrites the destination and injects the
-provider's organisation key (round-robin over several keys)."""
+"""Routing: the pool's targets in the order they are tried (core/routing.py), the first healthy one applied to the
+flow: destination, model, wire format, and the provider's org key (round-robin over its keys, skipping keys that
+are out or cooling down). Fallback (fallback.py) applies the next one when an attempt fails."""
 
 from __future__ import annotations
 
-import itertools
+import math
 
-from tollgate.core.config import Config
+from tollgate.core import health as core_health
+from tollgate.core import wire
 from tollgate.core.routing import Route as RouteTo
-from tollgate.core.routing import RouteError, destination, resolve
-from tollgate.flows import pending, reject
+from tollgate.core.routing import RouteError, destination, plan
+from tollgate.flows import pending, reject, strip_credentials
 from tollgate.internals import send_with_credential
+
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class Route:
-    def __init__(self, settings):
+    def __init__(self, settings, health):
         self.settings = settings
-        self._keys: dict[str, itertools.cycle] = {}
-        self._keys_of: Config | None = None
-
-    def _next_key(self, config: Config, provider) -> str:
-        if self._keys_of is not config:  # a reloaded configuration starts new rotations
-            self._keys = {name: itertools.cycle(p.keys) for name, p in config.providers.items() if p.keys}
-            self._keys_of = config
-        rotation = self._keys.get(provider.name)
-        return next(rotation) if rotation else ""
+        self.health = health
+        self._turn: dict[str, int] = {}  # provider -> where its key rotation stands
 
     def request(self, flow):
         if not (record := pending(flow)):
             return
         config = self.settings.config
         source = config.providers.get(record.source)
+        path, _, query = flow.request.path.partition("?")
+        record.origin = (path, query)
         try:
             if record.byok and source is not None:  # the client's key belongs to the provider it called
-                route = RouteTo(source, record.requested_model)
+                routes = [RouteTo(source, record.requested_model)]
             else:
-                route = resolve(config, record.dialect, source, record.requested_model)
+                routes = plan(config, record.dialect, record.endpoint, source, record.requested_model,
+                              self.health.busy)
         except RouteError as e:
             return reject(flow, record, 404, str(e), code="model_not_found")
-        record.provider = route.provider.name
-        record.model = route.model
-        record.route_rule = route.rule
+        record.provider, record.model, record.route_rule = routes[0].provider.name, routes[0].model, routes[0].rule
+        if record.byok:
+            self.apply(flow, record, routes[0], "")
+            return
+        if not routes[0].provider.configured and len(routes) == 1:  # never forward without credentials
+            return reject(flow, record, 503, f"provider {routes[0].provider.name} is not configured on the gateway "
+                                             f"(no org key); tell the gateway's operators",
+                          code="provider_not_configured")
+        record.routes = routes
+        self.health.current()
+        self.health.budget.called()
+        if not self.next(flow, record):
+            return self._none_healthy(flow, record, routes)
 
+    def next(self, flow, record) -> bool:
+        """Applies the next healthy target of the call's pool; False when none is left."""
+        state = self.health.current()
+        while record.routes:
+            route = record.routes.pop(0)
+            name = route.provider.name
+            if not route.provider.configured or not state.provider_usable(name, claim=False):
+                continue
+            key = self._key(route.provider, state)
+            if key is None or not state.provider_usable(name):  # the last check claims a half-open probe
+                continue
+            self.apply(flow, record, route, key)
+            record.target = route
+            record.attempts += 1
+            self.health.started(flow, name)
+            return True
+        return False
+
+    def _key(self, provider, state) -> str | None:
+        if not provider.keys:
+            return ""  # a keyless (self-hosted) provider
+        turn = self._turn.get(provider.name, 0)
+        for i in range(len(provider.keys)):
+            key = provider.keys[(turn + i) % len(provider.keys)]
+            if state.key_usable(provider.name, core_health.key_id(key)):
+                self._turn[provider.name] = turn + i + 1
+                return key
+        return None
+
+    def apply(self, flow, record, route: RouteTo, key: str) -> None:
+        """Points the flow at the route's provider, in its wire format, with its key (on the wire only)."""
+        record.provider, record.model, record.route_rule = route.provider.name, route.model, route.rule
+        record.upstream_dialect = route.dialect or record.dialect
         request = flow.request
-        path, _, query = request.path.partition("?")
-        target = destination(route, record.dialect, source, path, query)
+        path, query = record.origin
+        if route.dialect:  # translated: the provider's own chat endpoint
+            target = destination(route, route.dialect, None, "/v1/" + wire.chat_endpoint(route.dialect), "")
+        else:
+            target = destination(route, record.dialect, self.settings.config.providers.get(record.source), path, query)
         if target.host:  # scheme first, then host, then port (setting host rewrites the Host header)
-            request.scheme = target.scheme
-            request.host = target.host
-            request.port = target.port
+            request.scheme, request.host, request.port = target.scheme, target.host, target.port
         request.path = target.path
         if record.body is not None and route.model and record.body.get("model") not in (None, route.model):
             record.body["model"] = route.model
             record.body_changed = True
-
+        if route.dialect:
+            record.body_changed = True  # Forward renders the body in the provider's format
+            for name in ANTHROPIC_HEADERS:
+                request.headers.pop(name, None)
+            if route.dialect == wire.ANTHROPIC:
+                request.headers["anthropic-version"] = wire.anthropic.VERSION
         if record.byok:
             return
-        if not route.provider.configured:  # never forward without credentials
-            return reject(flow, record, 503, f"provider {route.provider.name} is not configured on the gateway "
-                                             f"(no org key); tell the gateway's operators",
-                          code="provider_not_configured")
-        if key := self._next_key(config, route.provider):  # the client's own key was removed by Authenticate
-            header, prefix = route.provider.spec.auth[record.dialect]
+        strip_credentials(request.headers)  # a previous attempt's (redacted) key header goes
+        record.key_id = core_health.key_id(key) if key else ""
+        if key:  # the client's own key was removed by Authenticate
+            header, prefix = route.provider.spec.auth[record.upstream_dialect]
             # Only the wire sees the key; the flow (mitmweb, dumps, logs) shows whose key it is.
             send_with_credential(request, header, prefix + key, f"{prefix}<{route.provider.name} org key>")
+
+    def _none_healthy(self, flow, record, routes) -> None:
+        state = self.health.current()
+        waits = [s.until - state.clock() for name, s in state.states.items()
+                 if any(name in (f"provider:{r.provider.name}",) or name.startswith(f"key:{r.provider.name}:")
+                        for r in routes) and s.until > state.clock()]
+        retry_after = str(max(1, math.ceil(min(waits)))) if waits else "30"
+        names = ", ".join(dict.fromkeys(r.provider.name for r in routes))
+        reject(flow, record, 503, f"no healthy provider for {record.requested_model or 'this call'}: {names} "
+                                  f"cooling down or failing; retry after {retry_after} s",
+               code="no_healthy_provider", headers={"retry-after": retry_after})

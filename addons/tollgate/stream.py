@@ -13,6 +13,7 @@ import time
 import traceback
 
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
+from tollgate.core.wire import StreamTranslator
 from tollgate.core.record import Decision
 from tollgate.core.sse import StreamDecoder, StreamTap
 from tollgate.flows import pending, record_of
@@ -55,7 +56,14 @@ class Stream:
             del flow.response.headers["content-encoding"]
             flow.response.headers.pop("content-length", None)
         record.streamed = True
-        tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=record.usage_injected, clock=time.time,
-                        keep_bytes=record.cache_keep_bytes, on_failure=_tap_failed(flow, record), decoder=decoder)
+        upstream = record.upstream_dialect or record.dialect
+        translator = None
+        if upstream != record.dialect:  # the provider's events become the client's (core/wire)
+            translator = StreamTranslator(upstream, record.dialect, record.requested_model or record.model)
+            translator.drop_usage_chunk = record.usage_injected or not wants_stream_usage(record.body or {})
+            flow.response.headers.pop("content-length", None)
+        tap = StreamTap(StreamMeter(upstream), drop_usage_chunk=record.usage_injected and translator is None,
+                        clock=time.time, keep_bytes=record.cache_keep_bytes, on_failure=_tap_failed(flow, record),
+                        decoder=decoder, translator=translator)
         record.tap = tap
         flow.response.stream = tap

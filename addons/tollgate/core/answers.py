@@ -14,9 +14,10 @@ import json
 import re
 from dataclasses import dataclass
 
-from .dialects import ANTHROPIC, GEMINI
+from . import wire
 from .guard import Rule, normalise, parse_text_rules
 from .sse import parse_event
+from .wire.common import sse as _event
 from .schema import ConfigError, mapping, string
 
 DEFAULT_REFUSAL = "[answer withheld by the gateway: content policy '{rule}']"
@@ -112,9 +113,9 @@ class _Channel:
         return self.feed("", final=True)
 
 
-# --- where the text sits in each wire format -----------------------------------------------------------------
+# --- where the text sits: each wire format says (wire/*.py) -------------------------------------------------------
 
-ALL = object()  # "every channel"
+ALL = wire.ALL  # "every channel"
 
 
 def _get(obj, path):
@@ -129,88 +130,12 @@ def _set(obj, path, value):
 
 def stream_deltas(dialect: str, obj: dict) -> tuple[list[tuple[object, tuple, bool]], object]:
     """([(channel, path to the delta text, channel ends here)], channels this event closes: a list or ALL)."""
-    deltas, closes = [], []
-    if dialect == ANTHROPIC:
-        kind = obj.get("type")
-        delta = obj.get("delta")
-        if kind == "content_block_delta" and isinstance(delta, dict) and isinstance(delta.get("text"), str):
-            deltas.append((obj.get("index", 0), ("delta", "text"), False))
-        elif kind == "content_block_stop":
-            closes.append(obj.get("index", 0))
-        elif kind in ("message_delta", "message_stop"):
-            closes = ALL
-        return deltas, closes
-    if dialect == GEMINI:
-        for i, cand in enumerate(obj.get("candidates") or []):
-            if not isinstance(cand, dict):
-                continue
-            channel, done = cand.get("index", i), "finishReason" in cand
-            parts = (cand.get("content") or {}).get("parts") or []
-            texts = [j for j, part in enumerate(parts) if isinstance(part, dict) and isinstance(part.get("text"), str)]
-            for j in texts:
-                deltas.append((channel, ("candidates", i, "content", "parts", j, "text"), done and j == texts[-1]))
-            if done and not texts:
-                closes.append(channel)
-        return deltas, closes
-    kind = obj.get("type")
-    if isinstance(kind, str) and kind.startswith("response."):  # OpenAI Responses API
-        channel = (obj.get("output_index", 0), obj.get("content_index", 0))
-        if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
-            deltas.append((channel, ("delta",), False))
-        elif kind == "response.output_text.done":
-            closes.append(channel)
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            closes = ALL
-        return deltas, closes
-    choices = obj.get("choices")
-    if choices == []:  # the usage chunk comes after every choice finished
-        return deltas, ALL
-    for i, choice in enumerate(choices or []):
-        if not isinstance(choice, dict):
-            continue
-        channel, done = choice.get("index", i), choice.get("finish_reason") is not None
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            deltas.append((channel, ("choices", i, "delta", "content"), done))
-        elif isinstance(choice.get("text"), str):  # legacy completions
-            deltas.append((channel, ("choices", i, "text"), done))
-        elif done:
-            closes.append(channel)
-    return deltas, closes
-
-
-def _event(name: str, obj) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return (f"event: {name}\n" if name else "").encode() + f"data: {data}\n\n".encode()
+    return wire.of(dialect).stream_deltas(obj)
 
 
 def refusal_events(dialect: str, template: dict, path: tuple, name: str, channel, message: str) -> list[bytes]:
     """The end of a cut stream, in the provider's stream shape: the refusal text, then a clean finish."""
-    if dialect == ANTHROPIC:
-        return [_event("content_block_delta", {"type": "content_block_delta", "index": channel,
-                                               "delta": {"type": "text_delta", "text": message}}),
-                _event("content_block_stop", {"type": "content_block_stop", "index": channel}),
-                _event("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": "refusal", "stop_sequence": None},
-                                         "usage": {"output_tokens": 0}}),
-                _event("message_stop", {"type": "message_stop"})]
-    obj = copy.deepcopy(template)
-    if dialect == GEMINI:
-        obj["candidates"] = [{"content": {"role": "model", "parts": [{"text": message}]}, "finishReason": "SAFETY",
-                              "index": channel}]
-        return [_event(name, obj)]
-    if path == ("delta",):  # Responses API: a last delta; its stream has no finish event to borrow
-        obj["delta"] = message
-        return [_event(name, obj)]
-    choice = {"index": channel, "finish_reason": "content_filter"}
-    if path[2] == "text":
-        choice.update(text=message, logprobs=None)
-    else:
-        choice["delta"] = {"content": message}
-    obj["choices"] = [choice]
-    if "usage" in obj:
-        obj["usage"] = None
-    return [_event(name, obj), _event("", "[DONE]")]
+    return wire.of(dialect).refusal_events(template, path, name, channel, message)
 
 
 class StreamEditor:
@@ -299,25 +224,7 @@ def answer_slots(dialect: str, body) -> list[tuple[object, object]]:
         return [slot for item in body for slot in answer_slots(dialect, item)]
     if not isinstance(body, dict):
         return []
-    slots = []
-    if dialect == ANTHROPIC:
-        items = [(block, "text") for block in body.get("content") or [] if isinstance(block, dict)]
-    elif dialect == GEMINI:
-        items = [(part, "text") for cand in body.get("candidates") or [] if isinstance(cand, dict)
-                 for part in (cand.get("content") or {}).get("parts") or [] if isinstance(part, dict)]
-    elif isinstance(body.get("output"), list):  # Responses API
-        items = [(part, "text") for item in body["output"] if isinstance(item, dict)
-                 for part in item.get("content") or [] if isinstance(part, dict)]
-    else:
-        items = []
-        for choice in body.get("choices") or []:
-            if isinstance(choice, dict):
-                message = choice.get("message")
-                items.append((message, "content") if isinstance(message, dict) else (choice, "text"))
-    for container, key in items:
-        if isinstance(container.get(key), str):
-            slots.append((container, key))
-    return slots
+    return [(c, k) for c, k in wire.of(dialect).answer_items(body) if isinstance(c.get(k), str)]
 
 
 def refuse_answer(dialect: str, body, message: str) -> None:
@@ -326,18 +233,8 @@ def refuse_answer(dialect: str, body, message: str) -> None:
     for i, (container, key) in enumerate(slots):
         container[key] = message if i == 0 else ""
     for item in body if isinstance(body, list) else [body]:
-        if not isinstance(item, dict):
-            continue
-        if dialect == ANTHROPIC:
-            item["stop_reason"] = "refusal"
-        elif dialect == GEMINI:
-            for cand in item.get("candidates") or []:
-                if isinstance(cand, dict):
-                    cand["finishReason"] = "SAFETY"
-        else:
-            for choice in item.get("choices") or []:
-                if isinstance(choice, dict):
-                    choice["finish_reason"] = "content_filter"
+        if isinstance(item, dict):
+            wire.of(dialect).mark_refused(item)
 
 
 @dataclass(frozen=True)

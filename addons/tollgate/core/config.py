@@ -18,19 +18,13 @@ from .guard import parse_guard
 from .limits import LimitsConfig, parse_limits
 from .prices import Priced, PriceTable, parse_prices
 from .prompts import Prompts, parse_prompts
+from .routing import BreakerPolicy, ModelRule, RetryPolicy, parse_breaker, parse_models, parse_retry
 from .providers import KNOWN_AI_HOSTS_FILE, Provider, load_known_hosts, normalize_host, parse_provider
 from .schema import (ConfigError, boolean, choice, date_time, list_of, mapping, parse_duration,
                      parse_size, patterns, read_yaml, string, unique)
 
 __all__ = ["Config", "ConfigError", "Consumer", "Group", "ModelRule", "Provider", "key_digest", "load_config",
            "parse_config", "parse_duration", "parse_size", "reload_problem"]
-
-
-@dataclass(frozen=True)
-class ModelRule:
-    match: str                    # exact name, "prefix*" or "*"
-    provider: str
-    model: str = ""               # empty: keep the requested model
 
 
 @dataclass(frozen=True)
@@ -57,6 +51,8 @@ class Consumer:
 class Config:
     providers: dict[str, Provider]
     rules: tuple[ModelRule, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     consumers: tuple[Consumer, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
     auth_required: bool = False   # `auth: required`, or the file declares consumers (and does not say `auth: none`)
@@ -161,7 +157,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     top = mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                    "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
-                                   "prompts", "limits", "budgets", "auth", "realtime"})
+                                   "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -175,22 +171,6 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
             if host in seen_hosts:
                 raise ConfigError(f"providers.{provider.name}.hosts: {host} is already served by {seen_hosts[host]}")
             seen_hosts[host] = provider.name
-
-    rules = []
-    exact_seen: set[str] = set()
-    for i, node in enumerate(list_of(top.get("models"), "models")):
-        path = f"models[{i}]"
-        node = mapping(node, path, {"match", "provider", "model"})
-        match = string(node.get("match"), f"{path}.match")
-        if "*" in match[:-1]:
-            raise ConfigError(f"{path}.match: '*' may only end a pattern ('gpt-4*' or '*'), got {match!r}")
-        if match in exact_seen:
-            raise ConfigError(f"{path}.match: {match!r} is matched by an earlier rule already")
-        exact_seen.add(match)
-        provider = string(node.get("provider"), f"{path}.provider")
-        if provider not in providers:
-            raise ConfigError(f"{path}.provider: no provider named {provider!r} (have: {', '.join(providers)})")
-        rules.append(ModelRule(match, provider, string(node.get("model"), f"{path}.model", required=False)))
 
     groups = {}
     for name, node in mapping(top.get("groups"), "groups", set(map(str, top.get("groups") or {}))).items():
@@ -246,7 +226,9 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         raise ConfigError(f"gateway.max_json_depth: expected a whole number from 2 to 512, got {max_depth!r}")
     return Config(
         providers=providers,
-        rules=tuple(rules),
+        rules=parse_models(top.get("models"), providers),
+        retry=parse_retry(top.get("retry")),
+        breaker=parse_breaker(top.get("breaker")),
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},
         groups=groups,

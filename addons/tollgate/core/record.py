@@ -36,7 +36,7 @@ class CallRecord:
     id: str
     started_at: float                 # epoch seconds, when the request arrived
     client_ip: str
-    dialect: str                      # openai | anthropic | gemini
+    dialect: str                      # openai | anthropic | gemini: the client's wire format
     endpoint: str                     # request path without the query
     source: str = ""                  # provider whose host the client called ("" on the reverse listener)
     consumer: str = ""
@@ -45,6 +45,10 @@ class CallRecord:
     requested_model: str = ""
     model: str = ""                   # model sent upstream
     route_rule: str = ""
+    upstream_dialect: str = ""        # the wire format the provider was spoken to in (differs: translated)
+    attempts: int = 0                 # targets tried (fallback within the call)
+    failed_targets: str = ""          # "provider/key:status, …" of the attempts that failed (never a key)
+    dropped: str = ""                 # request fields the provider's wire format has no counterpart for
     streamed: bool = False
     status: int = 0
     prompt_tokens: int = 0
@@ -89,6 +93,10 @@ class CallRecord:
     written: bool = transient(False)
     overhead_s: float = transient(0.0)      # time spent in tollgate's steps (metrics)
     client_url: tuple | None = transient()  # (scheme, host, port, path) the client called, shown once the call ends
+    origin: tuple | None = transient()      # (path, query) as the client sent them, before any route rewrote them
+    routes: list | None = transient()       # routing.Route: the pool's targets not tried yet, in order
+    target: object = transient()            # routing.Route of the current attempt
+    key_id: str = transient("")             # short id of the org key the current attempt carries
 
     @property
     def total_tokens(self) -> int:

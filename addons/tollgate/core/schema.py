@@ -120,9 +120,9 @@ def read_yaml(path: str | Path):
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
 
 
-def count(value, path: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{path}: expected a positive whole number, got {value!r}")
+def count(value, path: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{path}: expected a whole number from {minimum}, got {value!r}")
     return value
 
 

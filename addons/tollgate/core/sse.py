@@ -83,8 +83,10 @@ class StreamTap:
     failure anywhere else (the answer editor, a decoder) ends the stream for the client at that point, reported
     once through on_failure: what could not be checked is not passed on."""
 
-    def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None):
+    def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None,
+                 translator=None):
         self.meter = meter
+        self.translator = translator  # wire.StreamTranslator: the provider's events into the client's format
         self.on_failure = on_failure
         self.failed: Exception | None = None
         self.decoder = decoder
@@ -120,24 +122,42 @@ class StreamTap:
         if not chunk:  # end of stream
             rest = self._buffer.flush()
             events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
+            if self.translator is not None:
+                events = self._translate(events, end=True)
             if self.editor is not None:
                 events = [edited for raw in events for edited in self.editor.event(raw)] + self.editor.end()
             out = b"".join(events)
             return [out] if out else []
         events = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
+        if self.translator is not None:
+            events = self._translate(events, end=False)
         if self.editor is not None:
             events = [edited for raw in events for edited in self.editor.event(raw)]
         out = b"".join(events)
         return [out] if out else []
 
-    def _meter(self, raw: bytes) -> bool:
-        """Feeds one event to the meter; True if the event is to be dropped."""
+    def _keep(self, raw: bytes) -> None:
         if self.kept is not None:
             self._keep_left -= len(raw)
             if self._keep_left >= 0:
                 self.kept.append(raw)
             else:
                 self.kept = None
+
+    def _translate(self, events: list[bytes], end: bool) -> list[bytes]:
+        """The client's events for the provider's; the cache keeps them whole (the usage chunk too)."""
+        out = [new for raw in events if raw.strip() for new in self.translator(*parse_event(raw))]
+        if end:
+            out += self.translator.end()
+        for raw in out:
+            self._keep(raw)
+        drop = self.translator.drop_usage_chunk
+        return [raw for raw in out if not (drop and self.translator.is_usage_chunk(raw))]
+
+    def _meter(self, raw: bytes) -> bool:
+        """Feeds one event to the meter; True if the event is to be dropped."""
+        if self.translator is None:
+            self._keep(raw)
         name, data = parse_event(raw)
         try:
             usage_only = self.meter.feed(data, name)

@@ -25,6 +25,8 @@ class Store(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
     async def delete(self, key: str) -> None: ...
 
     async def reserve(self, counters: list[Counter]) -> list[WindowState]: ...
@@ -113,6 +115,9 @@ class MemoryStore:
             return None
         self._entries.move_to_end(key)
         return entry[0]
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         if _size(key, value) > self.max_bytes:
@@ -227,6 +232,9 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         return await self._call(self._redis.get(key))
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return await self._call(self._redis.mget(keys)) if keys else []
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._call(self._redis.set(key, value, px=max(1, int(ttl_s * 1000))))
