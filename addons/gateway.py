@@ -35,6 +35,7 @@ from tollgate.route import Route  # noqa: E402
 from tollgate.settings import Settings  # noqa: E402
 from tollgate.stream import Stream  # noqa: E402
 from tollgate.translate import Translate  # noqa: E402
+from tollgate.url_prompt import UrlPromptIn, UrlPromptOut  # noqa: E402
 
 settings = Settings()
 admit, settle = Admit(settings), Settle(settings)  # limits act at two places (and in realtime sessions)
@@ -46,6 +47,7 @@ addons = [
     Pipeline(
         CollectorTuning(),        # the cycle collector: what start-up made is frozen out of its scans
         Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
+        UrlPromptIn(settings),    # GET /?text=… on the reverse listener becomes a chat completion (url_prompt)
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503
         Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
@@ -66,6 +68,7 @@ addons = [
         health,                   # the final attempt's outcome; x-tollgate-attempts
         settle,                   # limits: the reservation corrected to what the call used
         CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
+        UrlPromptOut(settings),   # the prompt-in-URL endpoint answers in plain text (or its small JSON)
         Annotate(),               # mitmweb: comment and marker
         LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)
         Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)

@@ -46,7 +46,8 @@ GUARD = {"rules": [{"name": "secrets", "detectors": ["private_key", "aws_access_
                                                      "anthropic_key", "jwt"]},
                    {"name": "cards", "detectors": ["credit_card", "iban"], "status": 400}]}
 INSECURE = ("--set", "ssl_insecure=true", "--set", "flow_detail=0")  # the fake's certificate is self-signed
-TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", "default chain, redis": "≥ 75% req/s"}
+TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", "default chain, redis": "≥ 75% req/s",
+           "chain + pool, fallback": "= default chain"}
 _prompts = itertools.count()
 _run = uuid.uuid4().hex[:8]
 
@@ -63,6 +64,17 @@ def provider(fake: FakeLLM) -> dict:
 def chain(fake: FakeLLM, store: str = "memory") -> dict:
     return {"providers": provider(fake), "consumers": [{"name": "bench", "key": KEY}], "store": store,
             "guard": GUARD, "limits": LIMITS, "budgets": BUDGETS, "cache": {"ttl": "1h", "memory_bytes": "16MB"}}
+
+
+def pooled(fake: FakeLLM) -> dict:
+    """The default chain with the model in a two-provider pool and fallback configured (the happy path's cost)."""
+    config = chain(fake)
+    config["providers"] = {**provider(fake), "backup": {"type": "openai-compatible", "hosts": ["backup.internal"],
+                                                         "keys": ["sk-org-backup"], "upstream": fake.url}}
+    config["models"] = [{"match": "gpt-4o-mini", "targets": [{"provider": "openai", "weight": 3},
+                                                             {"provider": "backup", "priority": 2}]}]
+    config["retry"] = {"max_attempts": 3, "budget": 0.2}
+    return config
 
 
 def floor(work: Path, fake: FakeLLM, *extra: str) -> Gateway:
@@ -121,7 +133,8 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     targets = {"floor": floor(work, fake),
                "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
                                                       "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
-               "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE)}
+               "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE),
+               "chain + pool, fallback": Gateway(work / "pool", pooled(fake), extra=INSECURE)}
     redis = RedisServer(work / "redis") if shutil.which("redis-server") else None
     if redis:
         targets["default chain, redis"] = Gateway(work / "chain-redis", chain(fake, redis.url), extra=INSECURE)

@@ -53,7 +53,8 @@ class Authenticate:
             if "proxy-authorization" in request.headers:
                 del request.headers["proxy-authorization"]
             return
-        for name in CHECKED_HEADERS:  # a key is printable ASCII; anything else would be read differently downstream
+        sources = self.settings.config.key_sources
+        for name in CHECKED_HEADERS + sources.headers:  # a key is printable ASCII, or it is read differently later
             values = request.headers.get_all(name)
             if len(values) > 1:
                 return reject(flow, record, 400, f"more than one {name} header", code="invalid_request")
@@ -62,17 +63,21 @@ class Authenticate:
                               code="invalid_request")
         presented = Presented(proxy_user=proxy_credentials(request.headers.pop("proxy-authorization", "")))
         path, _, query = request.path.partition("?")
-        presented.key = client_key(request.headers, query)
-        presented.header = next((name for name in CREDENTIAL_HEADERS if request.headers.get(name, "").strip()), "")
+        presented.key = client_key(request.headers, query, sources)
+        presented.header = next((name for name in CREDENTIAL_HEADERS + sources.headers
+                                 if request.headers.get(name, "").strip()), "")
         presented.value = request.headers.get(presented.header, "") if presented.header else ""
         if not presented.key and (protocols := request.headers.get("sec-websocket-protocol")):
             presented.key, rest = websocket_key(protocols)
             if presented.key:
                 request.headers["sec-websocket-protocol"] = rest
         strip_credentials(request.headers)
-        if "key=" in query:
+        for name in sources.headers:
+            if name in request.headers:
+                del request.headers[name]
+        if any(f"{param}=" in query for param in sources.params):
             presented.query = query
-            request.path = path_without_key(request.path)
+            request.path = path_without_key(request.path, sources.params)
         self._presented[flow] = presented
 
     def request(self, flow):

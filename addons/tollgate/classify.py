@@ -70,8 +70,7 @@ class Classify:
         return any(config.provider_for_host(host, port) or unapproved_entry(config.known_ai_hosts, host, path)
                    for host, port in _names(flow))
 
-    @staticmethod
-    def _open(flow, dialect: str, path: str, source: str) -> CallRecord:
+    def _open(self, flow, dialect: str, path: str, source: str) -> CallRecord:
         record = CallRecord(
             id=flow.id,
             started_at=flow.request.timestamp_start or time.time(),
@@ -79,7 +78,7 @@ class Classify:
             dialect=dialect,
             endpoint=path,
             source=source,
-            client_url=(flow.request.scheme, flow.request.host, flow.request.port, path_without_key(flow.request.path)),
+            client_url=(flow.request.scheme, flow.request.host, flow.request.port, path_without_key(flow.request.path, self.settings.config.key_sources.params)),
         )
         return open_record(flow, record)
 

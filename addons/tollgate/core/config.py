@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from .limits import LimitsConfig, parse_limits
 from .prices import Priced, PriceTable, parse_prices
 from .prompts import Prompts, parse_prompts
 from .routing import BreakerPolicy, ModelRule, RetryPolicy, parse_breaker, parse_models, parse_retry
+from .credentials import KeySources, key_digest, parse_auth
+from .url_prompt import UrlPrompt, parse_url_prompt
 from .providers import KNOWN_AI_HOSTS_FILE, Provider, load_known_hosts, normalize_host, parse_provider
 from .schema import (ConfigError, boolean, choice, date_time, list_of, mapping, parse_duration,
                      parse_size, patterns, read_yaml, string, unique)
@@ -53,6 +54,8 @@ class Config:
     rules: tuple[ModelRule, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    url_prompt: UrlPrompt | None = None
+    key_sources: KeySources = field(default_factory=KeySources)
     consumers: tuple[Consumer, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
     auth_required: bool = False   # `auth: required`, or the file declares consumers (and does not say `auth: none`)
@@ -98,10 +101,6 @@ class Config:
                 ):
                     return provider
         return None
-
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -157,7 +156,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     top = mapping(data, "config", {"providers", "models", "consumers", "consumers_file", "groups", "ledger",
                                    "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
-                                   "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker"})
+                                   "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker",
+                                   "url_prompt"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -220,7 +220,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     ledger = mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention", "on_error"})
     gateway = mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout", "max_json_depth",
                                                       "upstream_idle_timeout"})
-    auth = choice(top["auth"], "auth", ("required", "none")) if "auth" in top else ""
+    auth, key_sources = parse_auth(top.get("auth"))
     max_depth = gateway.get("max_json_depth", 64)
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or not 2 <= max_depth <= 512:
         raise ConfigError(f"gateway.max_json_depth: expected a whole number from 2 to 512, got {max_depth!r}")
@@ -229,6 +229,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         rules=parse_models(top.get("models"), providers),
         retry=parse_retry(top.get("retry")),
         breaker=parse_breaker(top.get("breaker")),
+        url_prompt=parse_url_prompt(top.get("url_prompt")),
+        key_sources=key_sources,
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},
         groups=groups,

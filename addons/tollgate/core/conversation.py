@@ -5,55 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 
-from .dialects import ANTHROPIC, GEMINI, StreamMeter, usage_from_body
+from . import wire
+from .dialects import StreamMeter, usage_from_body
 from .sse import SSEBuffer, parse_event
-
-
-def _text(content) -> str:
-    """Text of a content field: a string, or parts (text, tool calls/results, images as placeholders)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        content = [content]
-    out = []
-    for part in content if isinstance(content, list) else []:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type", "")
-        if isinstance(part.get("text"), str):
-            out.append(part["text"])
-        elif kind in ("image_url", "image", "input_image") or "inlineData" in part:
-            out.append("[image]")
-        elif kind == "tool_use" or "functionCall" in part:
-            call = part.get("functionCall") or part
-            out.append(f"[tool call {call.get('name')}: {json.dumps(call.get('input', call.get('args')))}]")
-        elif kind == "tool_result" or "functionResponse" in part:
-            out.append(f"[tool result: {_text(part.get('content', part.get('functionResponse')))}]")
-    return "\n".join(out)
 
 
 def render_request(dialect: str, body: dict) -> str:
     lines = [f"model: {body.get('model', '-')}" + ("  (stream)" if body.get("stream") else "")]
-    if dialect == GEMINI:
-        if body.get("systemInstruction"):
-            lines.append(f"system: {_text(body['systemInstruction'].get('parts'))}")
-        for turn in body.get("contents") or []:
-            lines.append(f"{turn.get('role', 'user')}: {_text(turn.get('parts'))}")
-        return "\n\n".join(lines)
-    if dialect == ANTHROPIC and body.get("system"):
-        lines.append(f"system: {_text(body['system'])}")
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            text = _text(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                text += f"\n[tool call {fn.get('name')}: {fn.get('arguments')}]"
-            lines.append(f"{message.get('role', '?')}: {text}")
-    if isinstance(body.get("input"), (str, list)):  # Responses API, embeddings
-        lines.append(f"input: {_text(body['input']) if isinstance(body['input'], list) else body['input']}")
-    if isinstance(body.get("prompt"), str):
-        lines.append(f"prompt: {body['prompt']}")
-    return "\n\n".join(lines)
+    return "\n\n".join(lines + wire.of(dialect).transcript(body))
 
 
 WIDTH = 100  # mitmweb shows views as preformatted text: long answers would be one endless line
@@ -115,17 +74,7 @@ def render_answer(dialect: str, data: bytes, content_type: str, metered: bool = 
         return (f"assistant (streamed, {meter.events} events):\n{meter.streamed_text}\n\n"
                 f"{_usage_line(meter.usage, metered)}")
     body = json.loads(data)
-    if dialect == ANTHROPIC:
-        text = _text(body.get("content"))
-    elif dialect == GEMINI:
-        text = "\n".join(_text((c.get("content") or {}).get("parts")) for c in body.get("candidates") or [])
-    else:
-        choices = body.get("choices") or []
-        text = "\n".join(_text((c.get("message") or {}).get("content")) or c.get("text", "") for c in choices)
-        for choice in choices:
-            for call in (choice.get("message") or {}).get("tool_calls") or []:
-                fn = call.get("function") or {}
-                text += f"\n[tool call {fn.get('name')}: {fn.get('arguments')}]"
+    text = wire.of(dialect).answer_text(body) if isinstance(body, dict) else ""
     if "error" in body and not text:
         return f"error: {json.dumps(body['error'], indent=2)}"
     return f"assistant:\n{text}\n\n{_usage_line(usage_from_body(dialect, body), metered)}"

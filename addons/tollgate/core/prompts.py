@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from .dialects import ANTHROPIC, GEMINI
+from . import wire
 from .schema import ConfigError, choice, known_names, list_of, mapping, patterns, string, unique
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
@@ -103,53 +103,7 @@ def decorate(dialect: str, endpoint: str, body: dict, decorators: tuple[Decorato
 
 
 def _add(dialect: str, endpoint: str, body: dict, decorator: Decorator) -> bool:
-    before, after = list(decorator.prepend), list(decorator.append)
-    if dialect == ANTHROPIC:
-        if not isinstance(body.get("messages"), list):
-            return False
-        system = _anthropic_system(body.get("system"))
-        system = [_block(m) for m in before if m["role"] == "system"] + system + \
-                 [_block(m) for m in after if m["role"] == "system"]
-        if system:
-            body["system"] = system
-        body["messages"] = ([dict(m) for m in before if m["role"] != "system"] + body["messages"]
-                            + [dict(m) for m in after if m["role"] != "system"])
-        return True
-    if dialect == GEMINI:
-        if not isinstance(body.get("contents"), list):
-            return False
-        first = [{"text": m["content"]} for m in before if m["role"] == "system"]
-        last = [{"text": m["content"]} for m in after if m["role"] == "system"]
-        if first or last:
-            instruction = body.pop("system_instruction", None) or body.get("systemInstruction") or {}
-            parts = instruction.get("parts") if isinstance(instruction, dict) else None
-            body["systemInstruction"] = {"parts": first + (parts if isinstance(parts, list) else []) + last}
-        body["contents"] = ([_gemini(m) for m in before if m["role"] != "system"] + body["contents"]
-                            + [_gemini(m) for m in after if m["role"] != "system"])
-        return True
-    if endpoint.endswith("/chat/completions") and isinstance(body.get("messages"), list):
-        key = "messages"
-    elif endpoint.endswith("/responses") and isinstance(body.get("input"), (list, str)):
-        key = "input"
-    else:
-        return False  # embeddings, legacy completions and the like have no conversation to decorate
-    current = body[key] if isinstance(body[key], list) else [{"role": "user", "content": body[key]}]
-    body[key] = [dict(m) for m in before] + current + [dict(m) for m in after]
-    return True
-
-
-def _block(message: dict) -> dict:
-    return {"type": "text", "text": message["content"]}
-
-
-def _anthropic_system(system) -> list:
-    if isinstance(system, str):
-        return [{"type": "text", "text": system}] if system else []
-    return list(system) if isinstance(system, list) else []
-
-
-def _gemini(message: dict) -> dict:
-    return {"role": "model" if message["role"] == "assistant" else "user", "parts": [{"text": message["content"]}]}
+    return wire.of(dialect).decorate(body, endpoint, list(decorator.prepend), list(decorator.append))
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class CallRecord:
     client_url: tuple | None = transient()  # (scheme, host, port, path) the client called, shown once the call ends
     origin: tuple | None = transient()      # (path, query) as the client sent them, before any route rewrote them
     routes: list | None = transient()       # routing.Route: the pool's targets not tried yet, in order
+    url_prompt: bool = transient(False)     # GET /?text=… on the reverse listener: answered as text (url_prompt.py)
     target: object = transient()            # routing.Route of the current attempt
     key_id: str = transient("")             # short id of the org key the current attempt carries
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, data_url, json_object,
-                     split_data_url, sse)
+                     message_lines, plain_text, split_data_url, sse)
 
 NAME = "anthropic"
 CHAT_ENDPOINT = "messages"
@@ -104,6 +104,35 @@ def answer_items(body: dict) -> list[tuple[dict, str]]:
 
 def mark_refused(body: dict) -> None:
     body["stop_reason"] = "refusal"
+
+
+# --- the conversation: read (the mitmweb view) and added to (prompt decorators) ------------------------------------
+
+def transcript(body: dict) -> list[str]:
+    return ([f"system: {plain_text(body['system'])}"] if body.get("system") else []) + message_lines(body.get("messages"))
+
+
+def answer_text(body: dict) -> str:
+    return plain_text(body.get("content"))
+
+
+def _system_blocks(system) -> list:
+    if isinstance(system, str):
+        return [{"type": "text", "text": system}] if system else []
+    return list(system) if isinstance(system, list) else []
+
+
+def decorate(body: dict, endpoint: str, before: list[dict], after: list[dict]) -> bool:
+    if not isinstance(body.get("messages"), list):
+        return False
+    block = lambda m: {"type": "text", "text": m["content"]}  # noqa: E731
+    system = [block(m) for m in before if m["role"] == "system"] + _system_blocks(body.get("system")) + \
+        [block(m) for m in after if m["role"] == "system"]
+    if system:
+        body["system"] = system
+    body["messages"] = ([dict(m) for m in before if m["role"] != "system"] + body["messages"]
+                        + [dict(m) for m in after if m["role"] != "system"])
+    return True
 
 
 # --- translation: Messages <-> the common form -----------------------------------------------------------------

@@ -110,3 +110,39 @@ def json_object(text: str) -> dict:
     except ValueError:
         return {"arguments": text}
     return value if isinstance(value, dict) else {"arguments": value}
+
+
+def plain_text(content) -> str:
+    """Text of a content field in any format: a string, or parts (text, tool calls/results, images as placeholders)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    out = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type", "")
+        if isinstance(part.get("text"), str):
+            out.append(part["text"])
+        elif kind in ("image_url", "image", "input_image") or "inlineData" in part:
+            out.append("[image]")
+        elif kind == "tool_use" or "functionCall" in part:
+            call = part.get("functionCall") or part
+            out.append(f"[tool call {call.get('name')}: {json.dumps(call.get('input', call.get('args')))}]")
+        elif kind == "tool_result" or "functionResponse" in part:
+            out.append(f"[tool result: {plain_text(part.get('content', part.get('functionResponse')))}]")
+    return "\n".join(out)
+
+
+def message_lines(messages) -> list[str]:
+    """"role: text" for chat messages (OpenAI's and Anthropic's share this shape), tool calls included."""
+    lines = []
+    for message in messages or []:
+        if isinstance(message, dict):
+            text = plain_text(message.get("content"))
+            for call in message.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                text += f"\n[tool call {fn.get('name')}: {fn.get('arguments')}]"
+            lines.append(f"{message.get('role', '?')}: {text}")
+    return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from .common import Usage, as_int, sse
+from .common import Usage, as_int, plain_text, sse
 
 NAME = "gemini"
 CHAT_ENDPOINT = None  # not translated to or from (yet): a Gemini client reaches Gemini-format providers only
@@ -80,3 +80,33 @@ def mark_refused(body: dict) -> None:
     for cand in body.get("candidates") or []:
         if isinstance(cand, dict):
             cand["finishReason"] = "SAFETY"
+
+
+def transcript(body: dict) -> list[str]:
+    lines = []
+    if isinstance(body.get("systemInstruction"), dict):
+        lines.append(f"system: {plain_text(body['systemInstruction'].get('parts'))}")
+    for turn in body.get("contents") or []:
+        if isinstance(turn, dict):
+            lines.append(f"{turn.get('role', 'user')}: {plain_text(turn.get('parts'))}")
+    return lines
+
+
+def answer_text(body: dict) -> str:
+    return "\n".join(plain_text((c.get("content") or {}).get("parts")) for c in body.get("candidates") or []
+                     if isinstance(c, dict))
+
+
+def decorate(body: dict, endpoint: str, before: list[dict], after: list[dict]) -> bool:
+    if not isinstance(body.get("contents"), list):
+        return False
+    turn = lambda m: {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}  # noqa: E731
+    first = [{"text": m["content"]} for m in before if m["role"] == "system"]
+    last = [{"text": m["content"]} for m in after if m["role"] == "system"]
+    if first or last:
+        instruction = body.pop("system_instruction", None) or body.get("systemInstruction") or {}
+        parts = instruction.get("parts") if isinstance(instruction, dict) else None
+        body["systemInstruction"] = {"parts": first + (parts if isinstance(parts, list) else []) + last}
+    body["contents"] = ([turn(m) for m in before if m["role"] != "system"] + body["contents"]
+                        + [turn(m) for m in after if m["role"] != "system"])
+    return True

@@ -6,7 +6,8 @@ import copy
 import json
 import time
 
-from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, json_text, sse)
+from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, json_text, message_lines,
+                     plain_text, sse)
 
 NAME = "openai"
 CHAT_ENDPOINT = "chat/completions"   # the endpoint a translated call goes to
@@ -148,6 +149,40 @@ def mark_refused(body: dict) -> None:
     for choice in body.get("choices") or []:
         if isinstance(choice, dict):
             choice["finish_reason"] = "content_filter"
+
+
+# --- the conversation: read (the mitmweb view) and added to (prompt decorators) ------------------------------------
+
+def transcript(body: dict) -> list[str]:
+    lines = message_lines(body.get("messages"))
+    if isinstance(body.get("input"), (str, list)):  # Responses API, embeddings
+        lines.append(f"input: {plain_text(body['input']) if isinstance(body['input'], list) else body['input']}")
+    if isinstance(body.get("prompt"), str):
+        lines.append(f"prompt: {body['prompt']}")
+    return lines
+
+
+def answer_text(body: dict) -> str:
+    choices = body.get("choices") or []
+    text = "\n".join(plain_text((c.get("message") or {}).get("content")) or c.get("text", "") for c in choices)
+    for choice in choices:
+        for call in (choice.get("message") or {}).get("tool_calls") or []:
+            fn = call.get("function") or {}
+            text += f"\n[tool call {fn.get('name')}: {fn.get('arguments')}]"
+    return text
+
+
+def decorate(body: dict, endpoint: str, before: list[dict], after: list[dict]) -> bool:
+    """Adds messages ({"role", "content"}) around the conversation (in place); False if the call has none."""
+    if endpoint.endswith("/chat/completions") and isinstance(body.get("messages"), list):
+        key = "messages"
+    elif endpoint.endswith("/responses") and isinstance(body.get("input"), (list, str)):
+        key = "input"
+    else:
+        return False  # embeddings, legacy completions and the like have no conversation to decorate
+    current = body[key] if isinstance(body[key], list) else [{"role": "user", "content": body[key]}]
+    body[key] = [dict(m) for m in before] + current + [dict(m) for m in after]
+    return True
 
 
 # --- translation: Chat Completions <-> the common form ----------------------------------------------------------
