@@ -34,6 +34,9 @@ def gw(tmp_path_factory, fake):
     gateway = Gateway(tmp_path_factory.mktemp("fuzz"), {
         "providers": providers_to(fake),
         "groups": {"mini": {"models": ["gpt-4o-mini", "claude-haiku-4-5"]}},
+        # gpt-4o goes to Anthropic and claude-opus-4-5 to OpenAI: fuzzed bodies go through translation too
+        "models": [{"match": "gpt-4o", "provider": "anthropic", "model": "claude-sonnet-4-5"},
+                   {"match": "claude-opus-4-5", "provider": "openai", "model": "gpt-4.1"}],
         "consumers": [{"name": "alice", "key": ALICE, "group": "mini"}, {"name": "carol", "key": CAROL}],
         "guard": {"rules": [{"name": "secrets", "detectors": ["aws_access_key", "github_token", "credit_card"]}]},
         "gateway": {"max_request_bytes": "64KB", "max_json_depth": 32},
@@ -148,6 +151,7 @@ def test_fuzzed_requests_never_leak_past_the_gate(gw, fake, case):
         assert "error" in json.loads(answer)
     gw.wait_for(lambda: len(gw.rows()) == before + 1, timeout=5)  # exactly one row per call
     row = gw.rows()[-1]
+    assert row["decision"] != "gateway_error", "bad input is the client's error, never a failure of the gateway"
     for seen in upstream_requests(fake):
         headers = {k.lower(): v for k, v in seen["headers"].items()}
         credential = headers.get("authorization") or headers.get("x-api-key")
@@ -155,6 +159,7 @@ def test_fuzzed_requests_never_leak_past_the_gate(gw, fake, case):
         assert row["consumer"] in ("alice", "carol"), "only authenticated consumers reach the provider"
         allowed = ALLOWED[ALICE if row["consumer"] == "alice" else CAROL]
         assert allowed is None or seen["body"].get("model") in allowed, "only models the consumer may use"
+        assert row["model"] == seen["body"].get("model", row["model"])
         dump = json.dumps(seen)
         assert not any(secret in dump for secret in SECRETS), "no secret reaches the provider"
         assert ALICE not in dump and CAROL not in dump

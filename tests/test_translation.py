@@ -278,3 +278,50 @@ def test_mask_restoring_and_moderation_on_a_translated_stream(translating, fake)
     assert "zeus" not in text and "withheld" in text
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert translating.rows_since(mark)[-1]["moderation"] == "no-secrets:cut"
+
+
+# --- whatever a client or provider sends: a translation or a clear refusal, never a crash ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                         st.sampled_from(["role", "content", "type", "text", "tool_calls", "function", "id", "name",
+                                          "arguments", "image_url", "url", "source", "input", "tool_use_id",
+                                          "messages", "system", "tools", "tool_choice", "stop", "index", "delta",
+                                          "choices", "usage", "message", "content_block", "partial_json",
+                                          "stop_reason", "finish_reason", "max_tokens", "temperature", "x"]),
+                         inner, max_size=5), max_leaves=25)
+_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", "developer", 3]),
+                                  "content": _json}, optional={"tool_calls": _json, "tool_call_id": _json})
+_request = st.fixed_dictionaries({"model": _json, "messages": st.lists(_message | _json, max_size=4)},
+                                 optional={"tools": _json, "tool_choice": _json, "stop": _json, "system": _json,
+                                           "max_tokens": _json, "temperature": _json, "stream": _json,
+                                           "stream_options": _json, "metadata": _json, "stop_sequences": _json})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_request, st.sampled_from([("openai", "anthropic"), ("anthropic", "openai")]))
+def test_any_request_is_translated_or_refused_cleanly(body, way):
+    try:
+        out, dropped = wire.translate_request(body, *way, "model")
+    except wire.TranslationError:
+        return
+    json.dumps(out)
+    assert isinstance(out["messages"], list) and all(isinstance(d, str) for d in dropped)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json, st.sampled_from([("openai", "anthropic"), ("anthropic", "openai")]))
+def test_any_answer_or_event_is_translated_or_refused_cleanly(body, way):
+    try:
+        json.dumps(wire.translate_answer(body, *way))
+    except wire.TranslationError:
+        pass
+    translator = wire.StreamTranslator(*way, "m")
+    events = [{"type": kind, "index": body, "delta": body, "content_block": body, "message": body, "usage": body}
+              for kind in ("message_start", "content_block_start", "content_block_delta", "message_delta")]
+    events += [{"choices": [{"index": 0, "delta": body, "finish_reason": body}], "usage": body}, body]
+    for raw in [out for event in events for out in translator("", json.dumps(event))] + translator.end():
+        assert isinstance(raw, bytes) and raw.endswith(b"\n\n")

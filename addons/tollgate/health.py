@@ -105,18 +105,29 @@ class Health:
             self.outcome(record, None)
 
     # --- sharing ---------------------------------------------------------------------------------------------
-    @staticmethod
-    def _announce(name: str, change: core.State) -> None:
+    def _announce(self, name: str, change: core.State) -> None:
         kind, _, rest = name.partition(":")
         if kind == "key":
             provider, _, kid = rest.partition(":")
             level = logging.ERROR if change.why.startswith("out") else logging.WARNING
             log.log(level, "tollgate: org key %s of provider %s is %s%s", kid, provider, change.why,
                     "; replace it in the configuration" if change.why.startswith("out") else "")
-            KEY_STATE.labels(provider, kid).set(_LEVEL["out" if change.why.startswith("out") else "cooling"])
         else:
             log.warning("tollgate: provider %s breaker %s", rest, change.why)
-            PROVIDER_STATE.labels(rest).set(_LEVEL[change.why.split(":")[0]])
+        self._gauge(name)
+        if (wait := change.until - self.state.clock()) > 0:  # the gauge follows when the state ends by itself
+            try:
+                asyncio.get_running_loop().call_later(min(wait, 86400) + 0.01, self._gauge, name)
+            except RuntimeError:
+                pass
+
+    def _gauge(self, name: str) -> None:
+        kind, _, rest = name.partition(":")
+        if kind == "key":
+            provider, _, kid = rest.partition(":")
+            KEY_STATE.labels(provider, kid).set(_LEVEL[self.state.key_state(provider, kid)])
+        else:
+            PROVIDER_STATE.labels(rest).set(_LEVEL[self.state.provider_state(rest)])
 
     def _share(self, name: str, change: core.State) -> None:
         store = self.settings.store()

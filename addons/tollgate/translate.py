@@ -39,9 +39,10 @@ class Translate:
             else:
                 answer = wire.translate_answer(body, record.upstream_dialect, record.dialect)
                 content = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # wire.TranslationError is a ValueError
             status = response.status_code if response.status_code >= 400 else 502
-            message = f"provider {record.provider} answered {response.status_code} with a body that is not JSON"
+            message = f"provider {record.provider} answered {response.status_code} with a body the gateway cannot " \
+                      f"translate for this client"
             response.status_code = status
             content = error_body(record.dialect, status, message, "upstream_error")
         response.headers["content-type"] = "application/json"

@@ -62,16 +62,29 @@ class StreamMeter:
         return "".join(self.text)
 
 
+# Both sides may send anything: a value of the wrong type deep inside is a TranslationError (the request is refused
+# with 400, an answer becomes a 502), never a failure of the gateway.
+_MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
 def translate_request(body: dict, client: str, upstream: str, model: str) -> tuple[dict, list[str]]:
     """The client's request body in the upstream's format, and the fields that had no counterpart there."""
-    chat = FORMATS[client].parse_request(body)
-    chat.model = model or chat.model
-    rendered = FORMATS[upstream].render_request(chat)
+    try:
+        chat = FORMATS[client].parse_request(body)
+        chat.model = model or chat.model
+        rendered = FORMATS[upstream].render_request(chat)
+    except TranslationError:
+        raise
+    except _MALFORMED as e:
+        raise TranslationError(f"a field has a value of the wrong type ({type(e).__name__})") from None
     return rendered, chat.dropped
 
 
 def translate_answer(body: dict, upstream: str, client: str) -> dict:
-    return FORMATS[client].render_answer(FORMATS[upstream].parse_answer(body))
+    try:
+        return FORMATS[client].render_answer(FORMATS[upstream].parse_answer(body))
+    except _MALFORMED as e:
+        raise TranslationError(f"the provider's answer has an unexpected shape ({type(e).__name__})") from None
 
 
 def translate_error(body, status: int, upstream: str, client: str) -> bytes:
@@ -85,14 +98,15 @@ class StreamTranslator:
     def __init__(self, upstream: str, client: str, model: str):
         self.reader = FORMATS[upstream].StreamReader()
         self.writer = FORMATS[client].StreamWriter(model)
+        self.odd_events = 0
         self.drop_usage_chunk = False  # an OpenAI client that did not ask for the usage chunk does not get it
 
     def __call__(self, name: str, data: str) -> list[bytes]:
         try:
-            events = self.reader(name, data)
-        except ValueError:  # not JSON: nothing the client's format could say
+            return [raw for event in self.reader(name, data) for raw in self.writer(event)]
+        except _MALFORMED:  # not JSON, or not the provider's event shape: nothing the client's format could say
+            self.odd_events += 1
             return []
-        return [raw for event in events for raw in self.writer(event)]
 
     def end(self) -> list[bytes]:
         """The upstream stream ended: the client's stream is closed properly even if the provider's was not."""
