@@ -93,6 +93,7 @@ class Health:
             return
         self.finished(flow)
         if record.answered_here and record.decision != Decision.FORWARDED:
+            record.attempts = 0  # refused or answered at the gate (guard, limits, cache): nothing went out
             return
         self.outcome(record, flow.response.status_code, flow.response.headers.get("retry-after", ""))
 

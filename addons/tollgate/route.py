@@ -41,10 +41,10 @@ class Route:
         if record.byok:
             self.apply(flow, record, routes[0], "")
             return
-        if not routes[0].provider.configured and len(routes) == 1:  # never forward without credentials
-            return reject(flow, record, 503, f"provider {routes[0].provider.name} is not configured on the gateway "
-                                             f"(no org key); tell the gateway's operators",
-                          code="provider_not_configured")
+        if not any(r.provider.configured for r in routes):  # never forward without credentials
+            names = ", ".join(dict.fromkeys(r.provider.name for r in routes))
+            return reject(flow, record, 503, f"provider {names} is not configured on the gateway (no org key); "
+                                             f"tell the gateway's operators", code="provider_not_configured")
         record.routes = routes
         self.health.current()
         self.health.budget.called()
@@ -113,9 +113,10 @@ class Route:
 
     def _none_healthy(self, flow, record, routes) -> None:
         state = self.health.current()
-        waits = [s.until - state.clock() for name, s in state.states.items()
-                 if any(name in (f"provider:{r.provider.name}",) or name.startswith(f"key:{r.provider.name}:")
-                        for r in routes) and s.until > state.clock()]
+        now = state.clock()
+        providers = {r.provider.name for r in routes}
+        waits = [s.until - now for name, s in state.states.items()
+                 if s.until > now and name.split(":")[1] in providers]  # provider:NAME and key:NAME:ID
         retry_after = str(max(1, math.ceil(min(waits)))) if waits else "30"
         names = ", ".join(dict.fromkeys(r.provider.name for r in routes))
         reject(flow, record, 503, f"no healthy provider for {record.requested_model or 'this call'}: {names} "

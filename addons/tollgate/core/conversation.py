@@ -51,6 +51,11 @@ def render_record(row: dict) -> str:
         f"usage:    {tokens}",
         f"money:    {money}" + (f" (priced by {row['priced_by']})" if row.get("priced_by") else ""),
     ]
+    if (row.get("attempts") or 0) > 1:
+        lines.append(f"route:    {row['attempts']} attempts; failed: {row.get('failed_targets') or '-'}")
+    if row.get("upstream_dialect") and row.get("dialect") and row["upstream_dialect"] != row["dialect"]:
+        lines.append(f"wire:     {row['dialect']} → {row['upstream_dialect']} (translated)"
+                     + (f"; dropped: {row['dropped']}" if row.get("dropped") else ""))
     for key in ("cache", "guard", "moderation", "prompts", "limited_by", "reason"):
         if row.get(key):
             lines.append(f"{key + ':':<9} {row[key]}")

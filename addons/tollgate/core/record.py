@@ -122,6 +122,10 @@ class CallRecord:
             parts.append(f"${self.cost_usd:.4f}")
         if self.cache == "hit":
             parts.append("cache hit")
+        if self.attempts > 1:
+            parts.append(f"{self.attempts} attempts")
+        if self.upstream_dialect and self.upstream_dialect != self.dialect:
+            parts.append(f"via {self.upstream_dialect}")
         if self.prompts:
             parts.append(self.prompts)
         if self.guard:
