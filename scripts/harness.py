@@ -244,3 +244,105 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class PostgresServer:
+    """A private PostgreSQL (Debian's binaries) on a free port in a temp dir; stop() and start() for outage tests.
+    initdb refuses to run as root, so as root the server runs as the postgres user."""
+
+    def __init__(self):
+        import pwd
+        import shutil
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="tollgate-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        self._shutil = shutil
+        subprocess.run([*self._as, "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True)
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run([*self._as, "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w",
+                        "start"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run([*self._as, "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"], capture_output=True)
+
+    def query(self, sql: str, args=()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            cursor = db.execute(sql, args)
+            return cursor.fetchall() if cursor.description else []
+
+    def destroy(self) -> None:
+        self.stop()
+        self._shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_port() -> int:
+    """A free port a cluster node can use: at most 55535 (its bus port is 10000 higher, and free too)."""
+    import random
+
+    while True:
+        port = random.randint(20000, 55535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
+class RedisCluster:
+    """A private Redis Cluster of three masters (no replicas), nothing kept on disk."""
+
+    def __init__(self, workdir: Path, masters: int = 3):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = [cluster_port() for _ in range(masters)]
+        self.procs: dict[int, subprocess.Popen] = {}
+        for port in self.ports:
+            self.start(port)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.time() + 20
+        while time.time() < deadline:  # every node agrees that all slots are served
+            states = [subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True,
+                                     text=True).stdout for p in self.ports]
+            if all("cluster_state:ok" in s for s in states):
+                break
+            time.sleep(0.1)
+        self.url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self, port: int) -> None:
+        self.procs[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=(self.workdir / f"redis-{port}.log").open("a"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def keys_per_node(self, pattern: str = "*") -> dict[int, int]:
+        return {p: len(subprocess.run(["redis-cli", "-p", str(p), "--scan", "--pattern", pattern],
+                                      capture_output=True, text=True).stdout.split()) for p in self.ports}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -15,6 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from tollgate.core.ledger_pg import PgReader, is_postgres, redacted
 from tollgate.core.report import COLUMNS, GROUPINGS, over_time, parse_when, report, unpriced_models
 
 DEFAULT_LEDGER = "usage.db"
@@ -51,12 +52,29 @@ def _zone(name: str):
 
 
 def default_ledger(config: Path) -> str:
-    """The ledger the configuration names (relative paths: to the repository, where scripts/run starts)."""
+    """The ledger the configuration names: its shared ledger (ledger.url, ${VAR}s expanded) if it has one, else its
+    SQLite file (relative paths: to the repository, where scripts/run starts)."""
     try:
-        path = Path((yaml.safe_load(config.read_text()) or {}).get("ledger", {}).get("path") or DEFAULT_LEDGER)
+        section = (yaml.safe_load(config.read_text()) or {}).get("ledger", {})
+        if section.get("url"):
+            from tollgate.core.config import load_config
+            return load_config(config).ledger_url
+        path = Path(section.get("path") or DEFAULT_LEDGER)
     except (OSError, yaml.YAMLError, AttributeError):
         path = Path(DEFAULT_LEDGER)
     return str(path if path.is_absolute() else ROOT / path)
+
+
+def open_ledger(ledger: str):
+    """A PostgreSQL URL (the shared ledger) or a SQLite file, opened read-only."""
+    if is_postgres(ledger):
+        try:
+            return PgReader(ledger)
+        except Exception as e:
+            sys.exit(f"usage-report: cannot read the shared ledger {redacted(ledger)}: {str(e).splitlines()[0]}")
+    if not Path(ledger).exists():
+        sys.exit(f"usage-report: no ledger at {ledger}")
+    return sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
 
 
 def spreadsheet_safe(value):
@@ -73,7 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/usage-report", description=__doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "gateway.yaml",
                         help="gateway configuration whose ledger is read (default config/gateway.yaml)")
-    parser.add_argument("--ledger", help="the SQLite usage ledger (default: the configuration's ledger.path)")
+    parser.add_argument("--ledger", help="postgresql://… (the shared ledger) or a SQLite file (default: the "
+                                         "configuration's ledger.url, else its ledger.path)")
     parser.add_argument("--tz", type=_zone, default=timezone.utc, help="time zone of dates and days (default UTC)")
     parser.add_argument("--since", help="2026-11-01, an ISO date-time, or 7d / 12h / 30m ago")
     parser.add_argument("--until", help="same forms as --since (exclusive)")
@@ -88,10 +107,7 @@ def main() -> None:
         until = _when(args.tz)(args.until) if args.until else None
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
-    ledger = args.ledger or default_ledger(args.config)
-    if not Path(ledger).exists():
-        sys.exit(f"usage-report: no ledger at {ledger}")
-    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    db = open_ledger(args.ledger or default_ledger(args.config))
     rows = report(db, args.by, since, until, args.tz)
     zone = getattr(args.tz, "key", "UTC")
     period = " to ".join(datetime.fromtimestamp(t, args.tz).strftime("%Y-%m-%d %H:%M") if t else label

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from harness import FakeLLM, Gateway, RedisServer, providers_to  # noqa: E402
+from harness import FakeLLM, Gateway, PostgresServer, RedisCluster, RedisServer, providers_to  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE_KEY = "tg-alice-0123456789abcdef"
@@ -60,3 +60,27 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL. Missing PostgreSQL skips these tests, except in CI (TOLLGATE_REQUIRE_POSTGRES=1)."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        if os.environ.get("TOLLGATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (TOLLGATE_REQUIRE_POSTGRES=1) but initdb/pg_ctl are not installed")
+        pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
+    server = PostgresServer()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A private three-master Redis Cluster (same rule as redis_server: required in CI)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if os.environ.get("TOLLGATE_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server and redis-cli are required (TOLLGATE_REQUIRE_REDIS=1)")
+        pytest.skip("redis-server not installed")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

@@ -8,16 +8,18 @@ import pytest
 from tollgate.core import limits as core
 from tollgate.core.config import ConfigError, parse_config
 from tollgate.core.limits import Call, Counter, Limit, WindowState
-from tollgate.core.store import MemoryStore, RedisStore
+from tollgate.core.store import MemoryStore, RedisClusterStore, RedisStore
 
 BASE = {"providers": {"openai": {"type": "openai", "keys": ["k"]}},
         "groups": {"research": {}}, "consumers": [{"name": "alice", "key": "k-alice", "group": "research"}]}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def store(request):
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "redis-cluster":
+        return RedisClusterStore(request.getfixturevalue("redis_cluster").url)
     return RedisStore(request.getfixturevalue("redis_server").url)
 
 
@@ -145,6 +147,22 @@ def test_a_call_is_charged_to_all_its_counters_or_to_none(store):
     first, second, third = run(scenario())
     assert [s.admitted for s in second] == [True, False] and second[0].used == 1
     assert [s.admitted for s in third] == [True, True] and (third[0].used, third[1].used) == (2, 100)
+
+
+def test_concurrent_calls_never_overfill_counters_in_different_slots(store):
+    """Two counters of one call that a cluster keeps on different shards: as exact as one atomic step."""
+    async def scenario():
+        stamp = time.time()
+        narrow, wide = Counter(f"{{a{stamp}}}:narrow", 10, 1, 1000, 60, 62_000), \
+            Counter(f"{{b{stamp}}}:wide", 1000, 1, 1000, 60, 62_000)
+        results = await asyncio.gather(*(store.reserve([wide, narrow]) for _ in range(60)))
+        probe = await store.reserve([Counter(narrow.key, 10, 0, 1000, 60, 62_000),
+                                     Counter(wide.key, 1000, 0, 1000, 60, 62_000)])
+        await store.close()
+        return results, probe
+    results, probe = run(scenario())
+    admitted = sum(all(s.admitted for s in states) for states in results)
+    assert admitted == 10 and probe[0].used == 10 and probe[1].used == 10, "refused calls are given back"
 
 
 def test_sliding_window_has_no_double_burst_at_the_edge(store):

@@ -6,13 +6,15 @@ import time
 
 import pytest
 
-from tollgate.core.store import MemoryStore, RedisStore, StoreError
+from tollgate.core.store import MemoryStore, RedisClusterStore, RedisStore, StoreError
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def store(request):
     if request.param == "memory":
         return MemoryStore(10_000)
+    if request.param == "redis-cluster":
+        return RedisClusterStore(request.getfixturevalue("redis_cluster").url)
     return RedisStore(request.getfixturevalue("redis_server").url)
 
 

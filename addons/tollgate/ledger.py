@@ -7,17 +7,22 @@ meanwhile, and with ledger.on_error: closed new LLM calls are refused (503) unti
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import time
 
+from tollgate.core import ledger_pg
 from tollgate.core.ledger import LedgerDB
 from tollgate.core.record import Decision
 from tollgate.flows import pending, record_of, reject
-from tollgate.metrics import LEDGER_ERRORS, health
+from tollgate.metrics import LEDGER_BACKLOG, LEDGER_ERRORS, health
 
 log = logging.getLogger("tollgate")
 CHECKPOINT_SECONDS = 1.0
 PRUNE_SECONDS = 60.0  # retention is enforced at most once a minute
+SHIP_SECONDS = 0.5    # rows reach the shared ledger within about this (plus a batch's time)
+SHIP_BATCH = 500
+PG_TIMEOUT = 15.0     # one batch (or the schema) in PostgreSQL; longer counts as an outage
 
 
 class Ledger:
@@ -27,6 +32,7 @@ class Ledger:
         self.settings = settings
         self.db: LedgerDB | None = None
         self._checkpoints: asyncio.Task | None = None
+        self._shipper: Shipper | None = None
 
     def _ledger(self) -> LedgerDB:
         config = self.settings.config
@@ -44,11 +50,17 @@ class Ledger:
         self._ledger()
         if self._checkpoints is None:
             self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop())
+        if self._shipper is None:
+            self._shipper = Shipper(self)
+            self._shipper.start()
 
     def done(self):
         if self._checkpoints is not None:
             self._checkpoints.cancel()
             self._checkpoints = None
+        if self._shipper is not None:
+            self._shipper.stop()
+            self._shipper = None
         if self.db is not None:
             self.db.close()
             self.db = None
@@ -61,6 +73,9 @@ class Ledger:
             prune = retention is not None and time.monotonic() - last_prune >= PRUNE_SECONDS
             if db is not None and (db.unchecked or prune):
                 try:
+                    if prune and self.settings.config.ledger_url:  # the shared ledger keeps them; so did we, a while
+                        await asyncio.to_thread(db.forget_shipped, self.settings.config.ledger_local_retention_s)
+                        retention = None  # the shared ledger's retention is the shipper's
                     deleted = await asyncio.to_thread(db.checkpoint, retention if prune else None)
                 except Exception as e:  # a busy or failing disk must not end the loop
                     log.warning("tollgate: ledger checkpoint failed: %s", e)
@@ -108,3 +123,106 @@ class LedgerAdmission:
         reject(flow, record, 503, "the gateway cannot record calls right now (usage ledger unavailable); "
                                   "retry shortly", decision=Decision.UNAVAILABLE, code="ledger_unavailable",
                headers={"retry-after": "5"})
+
+
+class Shipper:
+    """Ships the SQLite outbox to the shared ledger in PostgreSQL (ledger.url), in batches upserted by call id.
+
+    An outage never slows a call: the rows wait in the local file (on disk, never in memory: batches of 500),
+    tollgate_ledger_backlog_rows shows how many, and they drain when PostgreSQL is back. Processes that share one
+    SQLite file (scripts/run --workers) ship it one at a time (a file lock; another takes over if the holder dies)."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self._task: asyncio.Task | None = None
+        self._conn = None
+        self._lock_file = None
+        self._down = False
+        self._last_retention = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    async def _run(self) -> None:
+        wait = SHIP_SECONDS
+        while True:
+            await asyncio.sleep(wait)
+            config, db = self.ledger.settings.config, self.ledger.db
+            if not config.ledger_url or db is None or not self._holds_lock(db.path):
+                wait = SHIP_SECONDS * 4
+                continue
+            try:
+                shipped = await asyncio.wait_for(self._ship(db, config), PG_TIMEOUT)
+                wait = 0 if shipped == SHIP_BATCH else SHIP_SECONDS  # a backlog drains without pause
+                if self._down:
+                    log.warning("tollgate: the shared ledger is reachable again; draining the backlog")
+                    self._down = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not self._down:
+                    log.error("tollgate: the shared ledger (%s) is unavailable (%s: %s); rows wait in %s and are "
+                              "shipped when it is back", ledger_pg.redacted(config.ledger_url), type(e).__name__,
+                              str(e).split("\n")[0], db.path)
+                self._down = True
+                await self._close()
+                wait = min(max(wait, SHIP_SECONDS) * 2, 5.0)
+            try:
+                LEDGER_BACKLOG.set(await asyncio.to_thread(db.backlog))
+            except Exception:
+                pass
+
+    async def _ship(self, db: LedgerDB, config) -> int:
+        conn = await self._connection(config.ledger_url)
+        rows = await asyncio.to_thread(db.unshipped, SHIP_BATCH)
+        if rows:
+            sql, _ = ledger_pg.upsert_sql()
+            async with conn.transaction():
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(sql, [row[1:] for row in rows])
+            await asyncio.to_thread(db.mark_shipped, [row[0] for row in rows])
+        if config.ledger_retention_s is not None and time.monotonic() - self._last_retention >= PRUNE_SECONDS:
+            async with conn.transaction():
+                if (await (await conn.execute(ledger_pg.RETENTION_LOCK_SQL)).fetchone())[0]:
+                    await conn.execute(ledger_pg.RETENTION_SQL, (time.time() - config.ledger_retention_s,))
+            self._last_retention = time.monotonic()
+        return len(rows)
+
+    async def _connection(self, url: str):
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5,
+                                                           options="-c statement_timeout=10000")
+        async with self._conn.transaction():
+            for statement in ledger_pg.schema_sql():
+                await self._conn.execute(statement)
+        log.info("tollgate: shipping the ledger to %s", ledger_pg.redacted(url))
+        return self._conn
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except Exception:
+                pass
+
+    def _holds_lock(self, path: str) -> bool:
+        if self._lock_file is not None:
+            return True
+        handle = open(path + ".ship-lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True

@@ -63,6 +63,8 @@ PROVIDER_STATE = Gauge("tollgate_provider_state", "Provider breaker: 0 closed, 1
                        ["provider"], registry=registry)
 RETRIES = Counter("tollgate_retries", "Fallback attempts after a target failed, and those the retry budget refused",
                   ["result"], registry=registry)
+LEDGER_BACKLOG = Gauge("tollgate_ledger_backlog_rows", "Rows committed locally that the shared ledger (PostgreSQL) "
+                       "does not have yet", registry=registry)
 LEDGER_ERRORS = Counter("tollgate_ledger_errors", "Ledger rows that could not be written", registry=registry)
 LOOP_LAG = Histogram("tollgate_event_loop_lag_seconds", "How late the event loop woke a 50 ms timer: time every "
                      "connection waited for the gateway's own work", registry=registry,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import yaml
 
@@ -19,10 +19,11 @@ from .prices import Priced, PriceTable, parse_prices
 from .prompts import Prompts, parse_prompts
 from .routing import BreakerPolicy, ModelRule, RetryPolicy, parse_breaker, parse_models, parse_retry
 from .credentials import KeySources, key_digest, parse_auth
+from .ledger_pg import is_postgres
 from .url_prompt import UrlPrompt, parse_url_prompt
 from .providers import KNOWN_AI_HOSTS_FILE, Provider, load_known_hosts, normalize_host, parse_provider
 from .schema import (ConfigError, boolean, choice, date_time, list_of, mapping, parse_duration,
-                     parse_size, patterns, read_yaml, string, unique)
+                     parse_size, patterns, read_yaml, redacted, string, unique)
 
 __all__ = ["Config", "ConfigError", "Consumer", "Group", "ModelRule", "Provider", "key_digest", "load_config",
            "parse_config", "parse_duration", "parse_size", "reload_problem"]
@@ -78,6 +79,8 @@ class Config:
     ledger_path: str = "usage.db"
     ledger_jsonl: str = ""        # optional JSON-lines mirror of every row (append-only; rotate it externally)
     ledger_retention_s: float | None = None  # rows older than this are deleted (None: kept forever)
+    ledger_url: str = ""          # postgresql://…: the shared ledger every replica ships its rows to
+    ledger_local_retention_s: float = 7 * 86400  # with ledger_url: how long shipped rows stay in the local file
     max_request_bytes: int = 16 * 1024 * 1024
     max_json_depth: int = 64      # deeper request JSON is refused (400)
     upstream_timeout_s: float = 600.0
@@ -132,10 +135,24 @@ def _provider_names(node: dict, path: str, providers: dict) -> tuple[str, ...] |
     return names
 
 
+STORE_SCHEMES = ("redis", "rediss", "unix", "redis-cluster", "rediss-cluster")
+
+
 def _store_url(value) -> str:
-    url = string(value, "store")
-    if url != "memory" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"store: expected memory or redis://host:port/db, got {url!r}")
+    """`memory`, a Redis URL, or {url, username, password} (managed Redis with ACL users, as the seeds write it)."""
+    if isinstance(value, dict):
+        node = mapping(value, "store", {"url", "username", "password"})
+        url = string(node.get("url"), "store.url")
+        user = quote(string(node.get("username"), "store.username", required=False), safe="")
+        password = quote(string(node.get("password"), "store.password", required=False), safe="")
+        if user or password:
+            scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+            url = f"{scheme}://{user}{':' + password if password else ''}@{rest.rpartition('@')[2]}"
+    else:
+        url = string(value, "store")
+    if url != "memory" and url.split("://", 1)[0] not in STORE_SCHEMES:
+        raise ConfigError(f"store: expected memory, redis://host:port/db, rediss://… or redis-cluster://h1:p1,h2:p2, "
+                          f"got {redacted(url)!r}")
     return url
 
 
@@ -217,7 +234,11 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
                                   providers=_provider_names(node, path, providers),
                                   endpoints=patterns(node, "endpoints", path),
                                   expires=date_time(node.get("expires"), f"{path}.expires"), disabled=disabled))
-    ledger = mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention", "on_error"})
+    ledger = mapping(top.get("ledger"), "ledger", {"path", "jsonl", "retention", "on_error", "url",
+                                                   "local_retention"})
+    ledger_url = string(ledger.get("url"), "ledger.url", required=False)
+    if ledger_url and not is_postgres(ledger_url):
+        raise ConfigError(f"ledger.url: expected postgresql://user:password@host/database, got {redacted(ledger_url)!r}")
     gateway = mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout", "max_json_depth",
                                                       "upstream_idle_timeout"})
     auth, key_sources = parse_auth(top.get("auth"))
@@ -252,6 +273,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         ledger_path=string(ledger.get("path", "usage.db"), "ledger.path"),
         ledger_jsonl=string(ledger.get("jsonl"), "ledger.jsonl", required=False),
         ledger_retention_s=parse_duration(ledger["retention"], "ledger.retention") if ledger.get("retention") else None,
+        ledger_url=ledger_url,
+        ledger_local_retention_s=parse_duration(ledger.get("local_retention", "7d"), "ledger.local_retention"),
         max_request_bytes=parse_size(gateway.get("max_request_bytes", 16 * 2**20), "gateway.max_request_bytes"),
         upstream_timeout_s=parse_duration(gateway.get("upstream_timeout", 600), "gateway.upstream_timeout"),
         upstream_idle_timeout_s=parse_duration(gateway.get("upstream_idle_timeout", 300),

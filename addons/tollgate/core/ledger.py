@@ -37,7 +37,10 @@ def open_db(path: str) -> sqlite3.Connection:
     for column, kind in types.items():  # a ledger written by an older version gains the new columns
         if column not in have:
             db.execute(f'ALTER TABLE calls ADD COLUMN "{column}" {kind}')
+    if "shipped" not in have:  # the outbox mark: not a field of the record, not shipped itself
+        db.execute("ALTER TABLE calls ADD COLUMN shipped INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS calls_unshipped ON calls (shipped) WHERE shipped = 0")
     return db
 
 
@@ -74,6 +77,33 @@ class LedgerDB:
             deleted = cursor.rowcount
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return deleted
+
+    # --- the outbox (blocking: call from a worker thread) ---------------------------------------------------------
+    def _outbox(self) -> sqlite3.Connection:
+        if self._checkpointer is None:
+            self._checkpointer = connect(self.path)
+        return self._checkpointer
+
+    def unshipped(self, limit: int) -> list[tuple]:
+        """Up to limit rows not yet in the shared ledger, oldest first: (rowid, *columns)."""
+        quoted = ", ".join(f'"{c}"' for c in self._columns)
+        return self._outbox().execute(f"SELECT rowid, {quoted} FROM calls WHERE shipped = 0 ORDER BY rowid LIMIT ?",
+                                      (limit,)).fetchall()
+
+    def mark_shipped(self, rowids: list[int]) -> None:
+        db = self._outbox()
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start:start + 500]
+            db.execute(f"UPDATE calls SET shipped = 1 WHERE rowid IN ({', '.join('?' for _ in chunk)})", chunk)
+
+    def backlog(self) -> int:
+        return self._outbox().execute("SELECT COUNT(*) FROM calls WHERE shipped = 0").fetchone()[0]
+
+    def forget_shipped(self, older_than_s: float) -> int:
+        """The outbox keeps shipped rows for a while (a local copy), then lets them go."""
+        cursor = self._outbox().execute("DELETE FROM calls WHERE shipped = 1 AND started_at < ?",
+                                        (time.time() - older_than_s,))
+        return cursor.rowcount
 
     def close(self) -> None:
         try:

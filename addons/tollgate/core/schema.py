@@ -148,3 +148,8 @@ def error_status(value, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 400 <= value <= 599:
         raise ConfigError(f"{path}: expected an HTTP error status (400-599), got {value!r}")
     return value
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, for logs and errors (any scheme, several hosts too)."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)

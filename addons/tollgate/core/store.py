@@ -315,8 +315,110 @@ class RedisStore:
             pass
 
 
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+
+
+class RedisClusterStore(RedisStore):
+    """Redis Cluster (redis-cluster://[user:password@]h1:7000,h2:7001; rediss-cluster:// for TLS), through
+    redis-py's cluster client: it follows slots that move and nodes that fail over.
+
+    Counter keys carry no hash tag, so the counters of different consumers (and rules) spread over the shards. One
+    call's counters may therefore live in several slots, and no script can touch several slots at once. They are
+    reserved slot group by slot group, in slot order, each group atomically with its own check; when a group has no
+    room, the groups already charged are given their cost back, and the groups after it are only read. So a counter
+    never holds more than its limit from admitted calls: the same bound as one atomic step. (A call that races such a
+    give-back may be refused although it would have fit a moment later: the safe side.) An error mid-way (a node
+    failing) is a store error for the call, and what was charged stays charged: the limits' on_store_error decides,
+    and a counter holds at most that call's cost too much until its window passes."""
+
+    def __init__(self, url: str, timeout_s: float = 0.5):
+        from urllib.parse import unquote, urlsplit
+
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        self.url = url
+        self.timeout_s = timeout_s
+        self.errors = 0
+        scheme, rest = url.split("://", 1)
+        auth, _, hosts = rest.rpartition("@")
+        user, _, password = auth.partition(":")
+        nodes = []
+        for hostport in hosts.split("/")[0].split(","):
+            parts = urlsplit(f"//{hostport}")
+            nodes.append(ClusterNode(parts.hostname, parts.port or 6379))
+        self._redis = RedisCluster(startup_nodes=nodes, username=unquote(user) or None,
+                                   password=unquote(password) or None, ssl=scheme == "rediss-cluster",
+                                   socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
+
+    @staticmethod
+    def _by_slot(keys: list[str]) -> dict[int, list[int]]:
+        from redis.crc import key_slot
+
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(i)
+        return dict(sorted(groups.items()))
+
+    async def _run_reserve(self, counters: list[Counter]):
+        args = [v for c in counters for v in (c.limit, c.cost, c.slot_ms, c.slots, c.ttl_ms)]
+        return await self._reserve(keys=[c.key for c in counters], args=args)
+
+    async def reserve(self, counters: list[Counter]) -> list[WindowState]:
+        return await self._call(self._reserve_grouped(counters))
+
+    async def _reserve_grouped(self, counters: list[Counter]) -> list[WindowState]:
+        import dataclasses
+
+        states: list[WindowState | None] = [None] * len(counters)
+        charged: list[tuple[Counter, WindowState]] = []
+        room = True
+        for indices in self._by_slot([c.key for c in counters]).values():
+            group = [counters[i] if room else dataclasses.replace(counters[i], cost=0) for i in indices]
+            out = await self._run_reserve(group)
+            for i, state in zip(indices, self._states(group, out)):
+                states[i] = state
+            if room and out[0]:
+                charged += [(c, states[i]) for c, i in zip(group, indices)]
+            elif room:
+                room = False
+        if not room and charged:  # given back: the call is refused
+            await self._write([("settle", [(c, state.slot, -c.cost) for c, state in charged if c.cost])])
+            for c, state in charged:
+                state.used -= c.cost
+        return states
+
+    async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]:
+        states, value = await asyncio.gather(self.reserve(counters), self.get(key))
+        return states, value
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return await self._call(self._redis.mget_nonatomic(keys)) if keys else []
+
+    async def _write(self, writes: list[tuple]) -> None:
+        """Values are set in one cluster pipeline; corrections go one slot group per script call."""
+        sets = [args for kind, *args in writes if kind == "set"]
+        if sets:
+            pipe = self._redis.pipeline()
+            for key, value, ttl_s in sets:
+                pipe.set(key, value, px=max(1, int(ttl_s * 1000)))
+            await pipe.execute()
+        for kind, *args in writes:
+            if kind != "settle":
+                continue
+            corrections = args[0]
+            for indices in self._by_slot([c.key for c, _, _ in corrections]).values():
+                group = [corrections[i] for i in indices]
+                await self._settle(keys=[c.key for c, _, _ in group],
+                                   args=[v for c, slot, delta in group
+                                         for v in (slot, delta, c.slot_ms, c.slots, c.ttl_ms)])
+
+
 def open_store(url: str, memory_bytes: int) -> Store:
-    """'memory' or redis://host:port/db (rediss:// and unix:// too)."""
+    """'memory', redis://host:port/db (rediss:// and unix:// too), or redis-cluster://h1:p1,h2:p2 (rediss-cluster://)."""
     if url in ("", "memory"):
         return MemoryStore(memory_bytes)
+    if url.startswith(CLUSTER_SCHEMES):
+        return RedisClusterStore(url)
     return RedisStore(url)
