@@ -17,6 +17,7 @@ from tollgate.authenticate import Authenticate  # noqa: E402
 from tollgate.authorize import Authorize  # noqa: E402
 from tollgate.cache import CacheFill, CacheKey, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
+from tollgate.client_address import ClientAddress  # noqa: E402
 from tollgate.collector import CollectorTuning  # noqa: E402
 from tollgate.fallback import Fallback  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
@@ -49,6 +50,7 @@ addons = [
         Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
         UrlPromptIn(settings),    # GET /?text=… on the reverse listener becomes a chat completion (url_prompt)
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
+        ClientAddress(settings),  # behind a trusted balancer: the client's address from X-Forwarded-For
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503
         Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)
         Prompts(settings),        # template calls expanded (400 if unknown), decorators add their messages

@@ -19,6 +19,7 @@ from .prices import Priced, PriceTable, parse_prices
 from .prompts import Prompts, parse_prompts
 from .routing import BreakerPolicy, ModelRule, RetryPolicy, parse_breaker, parse_models, parse_retry
 from .credentials import KeySources, key_digest, parse_auth
+from .forwarded import parse_trusted
 from .ledger_pg import is_postgres
 from .url_prompt import UrlPrompt, parse_url_prompt
 from .providers import KNOWN_AI_HOSTS_FILE, Provider, load_known_hosts, normalize_host, parse_provider
@@ -85,6 +86,7 @@ class Config:
     max_json_depth: int = 64      # deeper request JSON is refused (400)
     upstream_timeout_s: float = 600.0
     upstream_idle_timeout_s: float = 300.0  # silence from the provider in the middle of an answer
+    trusted_proxies: tuple = ()   # balancer networks whose X-Forwarded-For names the client (core/forwarded.py)
     ledger_on_error: str = "open"  # open: serve and alarm while rows cannot be written | closed: refuse (503)
     realtime: str = "allow"       # allow | deny: WebSocket LLM sessions (/v1/realtime)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -240,7 +242,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     if ledger_url and not is_postgres(ledger_url):
         raise ConfigError(f"ledger.url: expected postgresql://user:password@host/database, got {redacted(ledger_url)!r}")
     gateway = mapping(top.get("gateway"), "gateway", {"max_request_bytes", "upstream_timeout", "max_json_depth",
-                                                      "upstream_idle_timeout"})
+                                                      "upstream_idle_timeout", "trusted_proxies"})
     auth, key_sources = parse_auth(top.get("auth"))
     max_depth = gateway.get("max_json_depth", 64)
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or not 2 <= max_depth <= 512:
@@ -280,6 +282,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         upstream_idle_timeout_s=parse_duration(gateway.get("upstream_idle_timeout", 300),
                                                "gateway.upstream_idle_timeout"),
         max_json_depth=max_depth,
+        trusted_proxies=parse_trusted(gateway.get("trusted_proxies")),
         ledger_on_error=choice(ledger.get("on_error", "open"), "ledger.on_error", ("open", "closed")),
         realtime=choice(top.get("realtime", "allow"), "realtime", ("allow", "deny")),
         warnings=tuple(dict.fromkeys(warnings)),

@@ -115,14 +115,15 @@ def _in_networks(ip: str, networks) -> bool:
 
 
 def counter_key(limit: Limit, value: str, now: float) -> str:
-    """Store key of one counter. Every counter carries the same Redis Cluster hash tag, {tollgate-limits}, so the
-    counters of a call can be checked and charged in one atomic Lua call (Cluster runs those within one slot)."""
+    """Store key of one counter. No hash tag: on a Redis Cluster the counters of different consumers and rules
+    spread over the shards (a call's counters in several slots are reserved as core/store.py's
+    RedisClusterStore describes). A value with braces is hashed, so no client can make a hash tag."""
     if len(value) > 64 or any(c in value for c in "{}"):
         value = "#" + hashlib.sha256(value.encode()).hexdigest()[:32]
     name = f"{limit.rule}:{limit.index}:{limit.kind}:{value}"
     if limit.period:
-        return f"{{tollgate-limits}}:budget:{name}:{period_id(limit.period, now)}"
-    return f"{{tollgate-limits}}:limit:{name}"
+        return f"tollgate:budget:{name}:{period_id(limit.period, now)}"
+    return f"tollgate:limit:{name}"
 
 
 def period_id(period: str, now: float) -> str:
