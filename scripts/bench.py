@@ -35,7 +35,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from harness import ROOT, FakeLLM, Gateway, RedisServer, free_port
+from harness import ROOT, FakeLLM, Gateway, PostgresServer, RedisServer, Workers, free_port
 
 KEY = "tg-bench-key"
 URL = "https://api.openai.com/v1/chat/completions"
@@ -47,7 +47,8 @@ GUARD = {"rules": [{"name": "secrets", "detectors": ["private_key", "aws_access_
                    {"name": "cards", "detectors": ["credit_card", "iban"], "status": 400}]}
 INSECURE = ("--set", "ssl_insecure=true", "--set", "flow_detail=0")  # the fake's certificate is self-signed
 TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", "default chain, redis": "≥ 75% req/s",
-           "chain + pool, fallback": "= default chain"}
+           "chain + pool, fallback": "= default chain", "chain, ledger on postgres": "p50 vs default chain",
+           "chain, redis, 2 workers": "c=8 vs 1 worker"}
 _prompts = itertools.count()
 _run = uuid.uuid4().hex[:8]
 
@@ -139,6 +140,14 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     if redis:
         targets["default chain, redis"] = Gateway(work / "chain-redis", chain(fake, redis.url), extra=INSECURE)
     targets["cache hit"] = Gateway(work / "hit", chain(fake), extra=INSECURE)
+    postgres = PostgresServer() if shutil.which("initdb") and shutil.which("pg_ctl") else None
+    if postgres:  # the same chain with the shared ledger: rows go to the local outbox, then to PostgreSQL
+        targets["chain, ledger on postgres"] = Gateway(work / "chain-pg", {**chain(fake), "ledger": {
+            "path": str(work / "chain-pg" / "usage.db"), "url": postgres.url}}, extra=INSECURE)
+    if redis and shutil.which("haproxy"):  # scripts/run --workers: HAProxy in front, on the Redis store
+        for n in (1, 2):
+            targets[f"chain, redis, {n} worker{'s' if n > 1 else ''}"] = Workers(
+                work / f"workers-{n}", chain(fake, redis.url), workers=n, extra=INSECURE)
     if args.compare:  # another checkout's gateway on the same chain, in the same rounds (before/after a change)
         targets[f"default chain @ {args.compare.name}"] = Gateway(
             work / "compare", chain(fake), extra=INSECURE, script_file=args.compare / "addons" / "gateway.py")
@@ -157,6 +166,8 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
             proxy.stop()
         if redis:
             redis.stop()
+        if postgres:
+            postgres.destroy()
     summary = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
     base = summary["floor"]
     table = Table(title=f"median of {args.rounds} rounds; per round and target {args.requests} calls at c=1, "

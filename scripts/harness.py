@@ -346,3 +346,40 @@ class RedisCluster:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+class Workers:
+    """scripts/run --workers N: gateway processes behind HAProxy, as an operator starts them."""
+
+    def __init__(self, workdir: Path, config: dict, workers: int = 3, extra: tuple[str, ...] = ()):
+        import signal  # noqa: F401 (stop)
+
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))
+        self.port, self.reverse_port = free_port(), free_port()
+        self.log = workdir / "run.log"
+        self.proc = subprocess.Popen(
+            [str(ROOT / "scripts" / "run"), "--workers", str(workers), "--proxy-port", str(self.port),
+             "--reverse-port", str(self.reverse_port), "--set", f"tollgate_config={workdir / 'gateway.yaml'}",
+             "--set", f"confdir={workdir / 'conf'}", *extra],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env(), start_new_session=True)
+        line = wait_for_line(self.proc, self.log, r"workers behind HAProxy.*\(metrics: (.*)\)", timeout=120)[0]
+        self.metrics = {int(w): int(p) for w, p in re.findall(r"w(\d+) 127\.0\.0\.1:(\d+)", line[1])}
+        self.ca = str(workdir / "conf" / "mitmproxy-ca-cert.pem")
+        self.proxy = f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"tollgate_config={self.workdir / 'gateway.yaml'}"],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split() if int(p) != self.proc.pid]
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)

@@ -72,6 +72,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening(host: str, port: int, proc: subprocess.Popen, timeout: float = 10) -> bool:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def config_path(passthrough: list[str]) -> str:
     for i, arg in enumerate(passthrough):
         value = arg if arg.startswith("tollgate_config=") else (
@@ -167,6 +180,10 @@ def main() -> None:
                                                      proxy_servers=servers("proxy_port"),
                                                      reverse_servers=servers("reverse_port")))
     balancer = subprocess.Popen([haproxy, "-f", str(work / "haproxy.cfg"), "-db"])
+    if not listening(args.listen_host, args.proxy_port, balancer):
+        for worker in workers:
+            worker.stop()
+        sys.exit(f"tollgate: HAProxy did not start listening on {args.listen_host}:{args.proxy_port}")
     print(f"tollgate: {args.workers} workers behind HAProxy: proxy {args.listen_host}:{args.proxy_port}, reverse "
           f"{args.listen_host}:{args.reverse_port} (metrics: " +
           ", ".join(f"w{w.index} 127.0.0.1:{w.metrics_port}" for w in workers) + ")", flush=True)

@@ -3,65 +3,22 @@ private PostgreSQL, driven by 40 concurrent SDK clients."""
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import yaml
 
 from conftest import ROOT
-from harness import free_port, providers_to, subprocess_env, wait_for_line
+from harness import Workers, providers_to
 
 KEYS = {f"c{i}": f"tg-scale-consumer-{i:02d}-0123456789" for i in range(5)}  # c3: per ip; c4: no limit
 TOKENS_PER_MINUTE = 1500
 HELLO = [{"role": "user", "content": "Say hello to the gateway"}]
-
-
-class Workers:
-    def __init__(self, workdir: Path, config: dict, workers: int = 3):
-        if subprocess.run(["which", "haproxy"], capture_output=True).returncode != 0:
-            if os.environ.get("TOLLGATE_REQUIRE_HAPROXY") == "1":
-                pytest.fail("haproxy is required (TOLLGATE_REQUIRE_HAPROXY=1)")
-            pytest.skip("haproxy not installed")
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))
-        self.port, self.reverse_port = free_port(), free_port()
-        self.log = workdir / "run.log"
-        self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "run"), "--workers", str(workers), "--proxy-port", str(self.port),
-             "--reverse-port", str(self.reverse_port), "--set", f"tollgate_config={workdir / 'gateway.yaml'}",
-             "--set", f"confdir={workdir / 'conf'}"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env(), start_new_session=True)
-        line = wait_for_line(self.proc, self.log, r"workers behind HAProxy.*\(metrics: (.*)\)", timeout=120)[0]
-        self.metrics = {int(w): int(p) for w, p in re.findall(r"w(\d+) 127\.0\.0\.1:(\d+)", line[1])}
-        self.ca = str(workdir / "conf" / "mitmproxy-ca-cert.pem")
-        self.proxy = f"http://127.0.0.1:{self.port}"
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", f"tollgate_config={self.workdir / 'gateway.yaml'}"],
-                             capture_output=True, text=True).stdout
-        return [int(p) for p in out.split() if int(p) != self.proc.pid]
-
-    def client(self, consumer: str, local_address: str = "127.0.0.1") -> openai.OpenAI:
-        transport = httpx.HTTPTransport(local_address=local_address, proxy=self.proxy, verify=self.ca, retries=0)
-        return openai.OpenAI(api_key=KEYS[consumer], max_retries=4,
-                             http_client=httpx.Client(transport=transport, timeout=30))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +35,10 @@ def cluster_setup(tmp_path_factory, fake, redis_cluster, postgres):
              "requests_per_minute": 1000, "consumers": ["c0", "c1", "c2"]},
             {"name": "per-ip", "per": "ip", "requests_per_minute": 5, "consumers": ["c3"]}]},
     }
+    if subprocess.run(["which", "haproxy"], capture_output=True).returncode != 0:
+        if os.environ.get("TOLLGATE_REQUIRE_HAPROXY") == "1":
+            pytest.fail("haproxy is required (TOLLGATE_REQUIRE_HAPROXY=1)")
+        pytest.skip("haproxy not installed")
     workers = Workers(workdir, config)
     yield workers, postgres, redis_cluster
     workers.stop()
@@ -89,13 +50,18 @@ def shared(postgres, where: str = "1=1") -> list[dict]:
     return [dict(zip(columns, row)) for row in postgres.query(f"SELECT * FROM calls WHERE {where}")]
 
 
+def client_for(workers: Workers, consumer: str) -> openai.OpenAI:
+    transport = httpx.HTTPTransport(proxy=workers.proxy, verify=workers.ca, retries=0)
+    return openai.OpenAI(api_key=KEYS[consumer], max_retries=4, http_client=httpx.Client(transport=transport, timeout=30))
+
+
 def test_forty_clients_three_workers_one_limit_one_ledger(cluster_setup):
     workers, postgres, redis_cluster = cluster_setup
     answered, refused = Counter(), Counter()
     lock = threading.Lock()
 
     def client(consumer: str):
-        sdk = workers.client(consumer).with_options(max_retries=0)  # a 429 counts as refused, not waited out
+        sdk = client_for(workers, consumer).with_options(max_retries=0)  # a 429 counts as refused, not waited out
         for _ in range(4):
             try:
                 sdk.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=50,
@@ -163,7 +129,7 @@ def test_a_worker_killed_mid_load_loses_no_call(cluster_setup):
     stop = threading.Event()
 
     def client():
-        sdk = workers.client("c4")
+        sdk = client_for(workers, "c4")
         while not stop.is_set():
             try:
                 sdk.with_options(max_retries=6).chat.completions.create(
