@@ -22,6 +22,7 @@ from tollgate.collector import CollectorTuning  # noqa: E402
 from tollgate.fallback import Fallback  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.guard import Guard  # noqa: E402
+from tollgate.knowledge import Embedder, Knowledge, SemanticFill, SemanticLookup  # noqa: E402
 from tollgate.health import Health  # noqa: E402
 from tollgate.ledger import Ledger, LedgerAdmission  # noqa: E402
 from tollgate.limits import Admit, Settle  # noqa: E402
@@ -40,6 +41,8 @@ from tollgate.url_prompt import UrlPromptIn, UrlPromptOut  # noqa: E402
 
 settings = Settings()
 admit, settle = Admit(settings), Settle(settings)  # limits act at two places (and in realtime sessions)
+ledger = Ledger(settings)                 # one row per call (and per embedding made on a call's behalf)
+embedder = Embedder(settings, ledger)     # embeddings through the gateway's own provider; the vector index
 health = Health(settings)                 # keys and providers: cooling down, out, breakers (shared via the store)
 route = Route(settings, health)
 
@@ -56,11 +59,13 @@ addons = [
         Prompts(settings),        # template calls expanded (400 if unknown), decorators add their messages
         route,                    # the pool's first healthy target: destination, model, wire format, org key (503)
         Authorize(settings),      # may this consumer use this model at this provider? (403)
+        Knowledge(settings, embedder),  # RAG: passages of the knowledge bases that apply, as a system message
         Realtime(settings, admit, settle),  # WebSocket sessions: events guarded, each response reserved and settled
         Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
         CacheKey(settings),       # may the cache answer, under which key (tenant, provider, model, body)?
         admit,                    # rate limits and budgets: reserve the worst case (and fetch the cache entry), or 429
         CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
+        SemanticLookup(settings, embedder),  # a close enough question, same tenant and context (HIT-SEMANTIC)
         Stream(),                 # ask for stream usage; stream SSE through a metering (and translating) tap
         Forward(settings),        # serialise the body once (translated); watch the provider: 502/504, silence
         Fallback(settings, route, health),  # the attempt failed before the client saw a byte: the next target
@@ -70,10 +75,11 @@ addons = [
         health,                   # the final attempt's outcome; x-tollgate-attempts
         settle,                   # limits: the reservation corrected to what the call used
         CacheFill(settings),      # a 200 answer (plain or its whole event stream) goes into the cache
+        SemanticFill(settings, embedder),  # and its question into the semantic index
         UrlPromptOut(settings),   # the prompt-in-URL endpoint answers in plain text (or its small JSON)
         Annotate(),               # mitmweb: comment and marker
         LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)
         Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)
-        Ledger(settings),         # one row per call, committed before the answer completes
+        ledger,                   # one row per call, committed before the answer completes
     ),
 ]

@@ -215,6 +215,27 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return await sse(request, events, delay)
 
 
+STOP_WORDS = set("a an the is are was were be to of in on at for and or but with what how do does did i you me my "
+                 "your it its this that please can could would should tell about".split())
+
+
+def hashed_embedding(text: str, dimensions: int = 256) -> list[float]:
+    """Deterministic and meaningful enough for tests: each content word (lower case, a trailing s dropped) adds to
+    one hashed dimension, normalised. Paraphrases sharing words are close; unrelated texts are far."""
+    import hashlib
+    import math
+    import re as _re
+
+    vector = [0.0] * dimensions
+    for word in _re.findall(r"[a-z0-9]+", text.lower()):
+        if word in STOP_WORDS:
+            continue
+        word = word[:-1] if len(word) > 3 and word.endswith("s") else word
+        vector[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % dimensions] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request)
     status, _, _ = knobs(request)
@@ -222,9 +243,11 @@ async def embeddings(request: web.Request) -> web.Response:
         return openai_error(status)
     inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
     ptok = prompt_tokens(body)
+    dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 256
     return web.json_response({"object": "list", "model": body.get("model", "fake-embed"),
-                              "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                                       for i in range(len(inputs))],
+                              "data": [{"object": "embedding", "index": i,
+                                        "embedding": hashed_embedding(str(text), dimensions)}
+                                       for i, text in enumerate(inputs)],
                               "usage": {"prompt_tokens": ptok, "total_tokens": ptok}})
 
 

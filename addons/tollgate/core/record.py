@@ -65,6 +65,9 @@ class CallRecord:
     reason: str = ""
     byok: bool = False                # the client's own provider key went upstream (unknown_keys: passthrough)
     cache: str = ""                   # hit | miss | bypass ("" when the call never reached the cache)
+    cache_similarity: float | None = None  # a semantic hit: how close the question was to the stored one
+    cache_match: str = ""             # a semantic hit: the entry that answered (a short id of its cache key)
+    knowledge: str = ""               # passages added: "base:chunk-id,chunk-id" per knowledge base
     guard: str = ""                   # prompt-rule findings: "rule:action×count, …" (never the matched text)
     moderation: str = ""              # answer rule that withheld the answer: "rule:refused" | "rule:cut"
     prompts: str = ""                 # template and decorators applied: "template:name, decorator:name"
@@ -95,6 +98,10 @@ class CallRecord:
     client_url: tuple | None = transient()  # (scheme, host, port, path) the client called, shown once the call ends
     origin: tuple | None = transient()      # (path, query) as the client sent them, before any route rewrote them
     routes: list | None = transient()       # routing.Route: the pool's targets not tried yet, in order
+    query_vector: list | None = transient()  # the last user message, embedded (semantic cache and knowledge)
+    semantic_namespace: str = transient("")  # where this call's answer goes in the semantic cache
+    cache_stored: bool = transient(False)   # CacheFill kept the answer (the semantic entry may point at it)
+    extra_usd: float = transient(0.0)       # spent on the call's behalf (its embeddings): counts in its budgets
     url_prompt: bool = transient(False)     # GET /?text=… on the reverse listener: answered as text (url_prompt.py)
     target: object = transient()            # routing.Route of the current attempt
     key_id: str = transient("")             # short id of the org key the current attempt carries

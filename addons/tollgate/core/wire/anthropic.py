@@ -398,3 +398,14 @@ class StreamWriter:
                                       "usage": render_usage(self.usage)}),
                 sse("message_stop", {"type": "message_stop"})]
         return out
+
+
+MESSAGES = "messages"
+
+
+def last_user_text(body: dict) -> str:
+    turns = body.get("messages")
+    for turn in reversed(turns if isinstance(turns, list) else []):
+        if isinstance(turn, dict) and turn.get("role") == "user":
+            return plain_text(turn.get("content"))
+    return ""

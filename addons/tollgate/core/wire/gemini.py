@@ -110,3 +110,14 @@ def decorate(body: dict, endpoint: str, before: list[dict], after: list[dict]) -
     body["contents"] = ([turn(m) for m in before if m["role"] != "system"] + body["contents"]
                         + [turn(m) for m in after if m["role"] != "system"])
     return True
+
+
+MESSAGES = "contents"
+
+
+def last_user_text(body: dict) -> str:
+    turns = body.get("contents")
+    for turn in reversed(turns if isinstance(turns, list) else []):
+        if isinstance(turn, dict) and turn.get("role", "user") == "user":
+            return plain_text(turn.get("parts"))
+    return ""

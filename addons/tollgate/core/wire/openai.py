@@ -434,3 +434,17 @@ class StreamWriter:
                 out.append(self.usage_chunk)
             return out + [sse("", "[DONE]")]
         return []
+
+
+MESSAGES = "messages"  # where the conversation is (the semantic cache's context leaves out its last turn)
+
+
+def last_user_text(body: dict) -> str:
+    """The text of the last user turn ('' if none): what the semantic cache and knowledge bases embed."""
+    if isinstance(body.get("input"), str):  # Responses API
+        return body["input"]
+    turns = body.get("messages") if isinstance(body.get("messages"), list) else body.get("input")
+    for turn in reversed(turns if isinstance(turns, list) else []):
+        if isinstance(turn, dict) and turn.get("role") == "user":
+            return plain_text(turn.get("content"))
+    return ""
