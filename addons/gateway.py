@@ -19,6 +19,7 @@ from tollgate.cache import CacheFill, CacheKey, CacheLookup  # noqa: E402
 from tollgate.classify import Classify  # noqa: E402
 from tollgate.client_address import ClientAddress  # noqa: E402
 from tollgate.collector import CollectorTuning  # noqa: E402
+from tollgate.content_security import AnswerSecurity, Checker, PromptSecurity  # noqa: E402
 from tollgate.fallback import Fallback  # noqa: E402
 from tollgate.forward import Forward  # noqa: E402
 from tollgate.guard import Guard  # noqa: E402
@@ -30,6 +31,7 @@ from tollgate.llmview import LLMView  # noqa: E402
 from tollgate.meter import Meter  # noqa: E402
 from tollgate.metrics import Metrics  # noqa: E402
 from tollgate.onboard import Onboard  # noqa: E402
+from tollgate.own_calls import OwnCalls  # noqa: E402
 from tollgate.pipeline import Pipeline  # noqa: E402
 from tollgate.prompts import Prompts  # noqa: E402
 from tollgate.realtime import Realtime  # noqa: E402
@@ -42,7 +44,9 @@ from tollgate.url_prompt import UrlPromptIn, UrlPromptOut  # noqa: E402
 settings = Settings()
 admit, settle = Admit(settings), Settle(settings)  # limits act at two places (and in realtime sessions)
 ledger = Ledger(settings)                 # one row per call (and per embedding made on a call's behalf)
-embedder = Embedder(settings, ledger)     # embeddings through the gateway's own provider; the vector index
+calls = OwnCalls(settings, ledger)        # calls the gateway makes itself (embeddings, content security)
+embedder = Embedder(settings, calls)      # embeddings through the gateway's own provider; the vector index
+checker = Checker(settings, calls)        # content security services: verdict cache, timeouts, on_error
 health = Health(settings)                 # keys and providers: cooling down, out, breakers (shared via the store)
 route = Route(settings, health)
 
@@ -62,6 +66,7 @@ addons = [
         Knowledge(settings, embedder),  # RAG: passages of the knowledge bases that apply, as a system message
         Realtime(settings, admit, settle),  # WebSocket sessions: events guarded, each response reserved and settled
         Guard(settings),          # prompt rules: secrets, PII, keywords, regexes → block (403), mask or log
+        PromptSecurity(settings, checker),  # moderation services, LLM judges, webhooks on the prompt (403, masked)
         CacheKey(settings),       # may the cache answer, under which key (tenant, provider, model, body)?
         admit,                    # rate limits and budgets: reserve the worst case (and fetch the cache entry), or 429
         CacheLookup(settings),    # identical request, same tenant: answered here (x-cache: HIT)
@@ -71,6 +76,7 @@ addons = [
         Fallback(settings, route, health),  # the attempt failed before the client saw a byte: the next target
         Translate(),              # a translated answer back in the client's wire format (x-tollgate-dropped)
         AnswerGuard(settings),    # masked originals back into the answer; moderation refuses or cuts (streams)
+        AnswerSecurity(settings, checker),  # the services on the answer: plain whole, streams window by window
         Meter(settings),          # status, latency, time to first token, tokens (reported or counted)
         health,                   # the final attempt's outcome; x-tollgate-attempts
         settle,                   # limits: the reservation corrected to what the call used

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import zlib
 from collections import deque
@@ -164,6 +165,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if status != 200:
         return openai_error(status)
     model = body.get("model", "fake-model")
+    if str(model).startswith("llama-guard"):  # an LLM judge: safe, or unsafe and the categories
+        text = last_user_text(body)
+        categories = [c for c, score in flagged(text).items() if score > 0.5]
+        verdict = "unsafe\n" + ",".join(categories) if categories else "safe"
+        return web.json_response({"id": f"chatcmpl-judge{len(seen)}", "object": "chat.completion",
+                                  "created": int(time.time()), "model": model, "choices": [
+                                      {"index": 0, "message": {"role": "assistant", "content": verdict},
+                                       "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": prompt_tokens(body), "completion_tokens": 2,
+                                            "total_tokens": prompt_tokens(body) + 2}})
     legacy = request.path.endswith("/completions") and not request.path.endswith("chat/completions")
     ptok, pieces = prompt_tokens(body), answer_pieces(request, body, n)
     n = len(pieces)
@@ -249,6 +260,42 @@ async def embeddings(request: web.Request) -> web.Response:
                                         "embedding": hashed_embedding(str(text), dimensions)}
                                        for i, text in enumerate(inputs)],
                               "usage": {"prompt_tokens": ptok, "total_tokens": ptok}})
+
+
+FLAGGED = {"violence": ("attack", "bomb", "kill"), "hate": ("hateful",), "self-harm": ("selfharm",)}
+
+
+def flagged(text: str) -> dict[str, float]:
+    """Category scores of the fake moderation: 0.91 for a category whose words appear, 0.01 otherwise."""
+    words = set(re.findall(r"[a-z-]+", text.lower()))
+    return {category: 0.91 if words & set(terms) else 0.01 for category, terms in FLAGGED.items()}
+
+
+async def moderations(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await maybe_hang(request)
+    inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+    results = []
+    for text in inputs:
+        scores = flagged(str(text))
+        results.append({"flagged": any(v > 0.5 for v in scores.values()),
+                        "categories": {k: v > 0.5 for k, v in scores.items()}, "category_scores": scores})
+    return web.json_response({"id": f"modr-fake{len(seen)}", "model": body.get("model", "omni-moderation-latest"),
+                              "results": results})
+
+
+async def dlp(request: web.Request) -> web.Response:
+    """A webhook DLP service: blocks 'confidential', masks 'ssn NNN-NN-NNNN' numbers, hangs with ?hang=1."""
+    body = await read_json(request)
+    if request.query.get("hang"):
+        await asyncio.sleep(3600)
+    text = str(body.get("text", ""))
+    if "confidential" in text.lower():
+        return web.json_response({"action": "block", "category": "confidential", "reason": "confidential document"})
+    spans = [[m.start(), m.end()] for m in re.finditer(r"\d{3}-\d{2}-\d{4}", text)]
+    if spans:
+        return web.json_response({"action": "mask", "category": "ssn", "spans": spans})
+    return web.json_response({"action": "allow"})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -413,6 +460,8 @@ async def list_seen(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 2**20)
     app.router.add_route("*", "/_fake/requests", list_seen)
+    app.router.add_post("/_fake/dlp", dlp)
+    app.router.add_post(r"/{prefix:.*}moderations", moderations)
     app.router.add_route("POST", r"/{prefix:.*}models/{model:[^/:]+}:{method:[A-Za-z]+}", gemini)
     app.router.add_post(r"/{prefix:.*}chat/completions", chat)
     app.router.add_post(r"/{prefix:.*}completions", chat)

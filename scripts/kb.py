@@ -75,8 +75,9 @@ async def main_async(args) -> int:
         print("kb: the configuration has no `embeddings: {provider, model}`", file=sys.stderr)
         return 2
     from tollgate.knowledge import Embedder
+    from tollgate.own_calls import OwnCalls
 
-    embedder = Embedder(_Settings(config), _Ledger(config))
+    embedder = Embedder(_Settings(config), OwnCalls(_Settings(config), _Ledger(config)))
     index = embedder.index()
     try:
         if args.command == "list":

@@ -50,13 +50,19 @@ def make_gateway(tmp_path, fake):
         gw.stop()
 
 
+def require(tools: tuple[str, ...], flag: str) -> None:
+    """Tools a test needs: missing ones skip it, except in CI (flag=1), where they fail it."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get(flag) == "1":
+            pytest.fail(f"{', '.join(missing)} required ({flag}=1) but not installed")
+        pytest.skip(f"{', '.join(missing)} not installed")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A private redis-server. Missing Redis skips these tests, except in CI (TOLLGATE_REQUIRE_REDIS=1): fails."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("TOLLGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server is required (TOLLGATE_REQUIRE_REDIS=1) but not installed")
-        pytest.skip("redis-server not installed")
+    """A private redis-server."""
+    require(("redis-server",), "TOLLGATE_REQUIRE_REDIS")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
@@ -64,11 +70,8 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A private PostgreSQL. Missing PostgreSQL skips these tests, except in CI (TOLLGATE_REQUIRE_POSTGRES=1)."""
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        if os.environ.get("TOLLGATE_REQUIRE_POSTGRES") == "1":
-            pytest.fail("PostgreSQL is required (TOLLGATE_REQUIRE_POSTGRES=1) but initdb/pg_ctl are not installed")
-        pytest.skip("PostgreSQL (initdb, pg_ctl) not installed")
+    """A private PostgreSQL (Debian's)."""
+    require(("initdb", "pg_ctl"), "TOLLGATE_REQUIRE_POSTGRES")
     server = PostgresServer()
     yield server
     server.destroy()
@@ -76,11 +79,8 @@ def postgres():
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
-    """A private three-master Redis Cluster (same rule as redis_server: required in CI)."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        if os.environ.get("TOLLGATE_REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server and redis-cli are required (TOLLGATE_REQUIRE_REDIS=1)")
-        pytest.skip("redis-server not installed")
+    """A private three-master Redis Cluster."""
+    require(("redis-server", "redis-cli"), "TOLLGATE_REQUIRE_REDIS")
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
     yield cluster
     cluster.stop()

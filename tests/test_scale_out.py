@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require
 from harness import Workers, providers_to
 
 KEYS = {f"c{i}": f"tg-scale-consumer-{i:02d}-0123456789" for i in range(5)}  # c3: per ip; c4: no limit
@@ -35,10 +35,7 @@ def cluster_setup(tmp_path_factory, fake, redis_cluster, postgres):
              "requests_per_minute": 1000, "consumers": ["c0", "c1", "c2"]},
             {"name": "per-ip", "per": "ip", "requests_per_minute": 5, "consumers": ["c3"]}]},
     }
-    if subprocess.run(["which", "haproxy"], capture_output=True).returncode != 0:
-        if os.environ.get("TOLLGATE_REQUIRE_HAPROXY") == "1":
-            pytest.fail("haproxy is required (TOLLGATE_REQUIRE_HAPROXY=1)")
-        pytest.skip("haproxy not installed")
+    require(("haproxy",), "TOLLGATE_REQUIRE_HAPROXY")
     workers = Workers(workdir, config)
     yield workers, postgres, redis_cluster
     workers.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import weakref
+from dataclasses import dataclass
 
 from mitmproxy import ctx, flow as mflow, http
 from mitmproxy.connection import ConnectionState
@@ -45,6 +46,25 @@ error_answer = lambda flow, status, message: None  # noqa: E731
 stream_end = lambda flow, message: b""  # noqa: E731
 # Set by the pipeline: records that the flow's body was refused as too large (before the error hook runs).
 too_large = lambda flow, message: None  # noqa: E731
+# Set by content security: (flow, final) -> an awaitable the stream's next chunk (or its end) must wait for, or None.
+stream_wait = lambda flow, final: None  # noqa: E731
+
+
+@dataclass
+class TollgateStreamWaitHook(commands.StartHook):
+    """Yielded before a streamed answer's next chunk (or its end) is processed, while an earlier window's check is
+    out: the Pipeline's `tollgate_stream_wait(flow)` awaits it (waiting_for(flow)), so nothing unchecked passes and
+    nothing piles up. (mitmproxy's hooks take one argument.)"""
+    name = "tollgate_stream_wait"
+    flow: http.HTTPFlow
+
+
+_waiting: "weakref.WeakKeyDictionary[http.HTTPFlow, object]" = weakref.WeakKeyDictionary()
+
+
+def waiting_for(flow):
+    """The awaitable a TollgateStreamWaitHook was yielded for (once)."""
+    return _waiting.pop(flow, None)
 
 
 def check_shapes() -> dict[str, list[str]]:
@@ -70,6 +90,15 @@ def check_shapes() -> dict[str, list[str]]:
 def _handle_event(self, event):
     """HttpStream's event handler, with the protocol errors it sends to an LLM client rewritten on the way out.
     Commands are passed through one by one (with their replies), so mitmproxy's own flow logic is untouched."""
+    if isinstance(event, (ResponseData, ResponseEndOfMessage)) and getattr(self, "flow", None) is not None:
+        try:
+            waiting = stream_wait(self.flow, isinstance(event, ResponseEndOfMessage))
+        except Exception:  # never take the proxy down; the tap then finds the check unfinished and holds the text
+            logging.getLogger("tollgate").exception("tollgate: preparing a stream check failed")
+            waiting = None
+        if waiting is not None:
+            _waiting[self.flow] = waiting
+            yield TollgateStreamWaitHook(self.flow)
     gen = _original_handle_event(self, event)
     reply = None
     while True:

@@ -19,19 +19,15 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
-
-import httpx
 
 from tollgate.cache import STATUS_HEADER, answer_from
 from tollgate.core import wire
 from tollgate.core.cache import Entry, context_digest, tenant
-from tollgate.core.dialects import OPENAI
 from tollgate.core.knowledge import HEADER, passages_message
-from tollgate.core.record import CallRecord, Decision
-from tollgate.core.routing import Route, destination
+from tollgate.core.record import CallRecord
 from tollgate.core.vectors import open_index
 from tollgate.flows import pending, record_of
+from tollgate.own_calls import OwnCalls
 
 log = logging.getLogger("tollgate")
 SIMILARITY_HEADER = "x-cache-similarity"
@@ -40,13 +36,11 @@ SIMILARITY_HEADER = "x-cache-similarity"
 class Embedder:
     """The one way tollgate embeds text, and the vector index it keeps."""
 
-    def __init__(self, settings, ledger):
+    def __init__(self, settings, calls: OwnCalls):
         self.settings = settings
-        self.ledger = ledger
-        self._client: httpx.AsyncClient | None = None
+        self.calls = calls
         self._index = None
         self._index_url = ""
-        self._turn = 0
         self._failing = False
 
     def index(self):
@@ -57,72 +51,28 @@ class Embedder:
 
     async def embed(self, texts: list[str], record: CallRecord | None = None) -> list[list[float]] | None:
         """The texts' vectors, or None when the provider could not give them (logged once per outage)."""
-        config = self.settings.config
-        setup = config.embeddings
-        provider = config.providers[setup.provider]
-        started = time.time()
-        row = CallRecord(id=uuid.uuid4().hex, started_at=started, client_ip="", dialect=OPENAI,
-                         endpoint="/v1/embeddings", consumer=record.consumer if record else "system:embeddings",
-                         group=record.group if record else "", provider=provider.name,
-                         requested_model=setup.model, model=setup.model)
-        target = destination(Route(provider, setup.model), OPENAI, None, "/v1/embeddings", "")
-        url = f"{target.scheme}://{target.host}:{target.port}{target.path}"
-        headers = {"content-type": "application/json"}
-        if provider.keys:
-            header, prefix = provider.spec.auth[OPENAI]
-            headers[header] = prefix + provider.keys[self._turn % len(provider.keys)]
-            self._turn += 1
+        setup = self.settings.config.embeddings
         body = {"model": setup.model, "input": texts, **({"dimensions": setup.dimensions} if setup.dimensions else {})}
-        vectors = None
+        answer, row = await self.calls.post(setup.provider, "/v1/embeddings", body,
+                                            consumer=record.consumer if record else "system:embeddings",
+                                            group=record.group if record else "")
+        if record is not None:
+            record.extra_usd += row.cost_usd
         try:
-            response = await self._http().post(url, json=body, headers=headers)
-            row.status = response.status_code
-            if response.status_code != 200:
-                raise ValueError(f"the provider answered {response.status_code}")
-            answer = response.json()
             data = sorted(answer["data"], key=lambda d: d["index"])
             vectors = [[float(x) for x in d["embedding"]] for d in data]
             if len(vectors) != len(texts):
                 raise ValueError("the provider returned a different number of vectors")
-            usage = answer.get("usage") or {}
-            row.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            row.usage_source = "provider"
-            priced = config.priced(provider.name, setup.model, row.prompt_tokens, 0, at=started)
-            row.cost_usd, row.priced_by = round(priced.usd, 8), priced.by
-            if self._failing:
-                log.warning("tollgate: embeddings work again")
-            self._failing = False
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
-            vectors = None
-            row.decision = Decision.UPSTREAM_ERROR
-            row.reason = f"embeddings failed: {type(e).__name__}: {str(e)[:200]}"
-            row.status = row.status or 502
+        except (TypeError, KeyError, ValueError) as e:
             if not self._failing:
                 log.error("tollgate: embeddings at provider %s failed (%s); no knowledge passages and no semantic "
-                          "cache hits until they work", provider.name, row.reason)
+                          "cache hits until they work", setup.provider, row.reason or type(e).__name__)
             self._failing = True
-        row.latency_ms = round((time.time() - started) * 1000, 2)
-        if record is not None:
-            record.extra_usd += row.cost_usd
-        self.ledger.write(row.row())
+            return None
+        if self._failing:
+            log.warning("tollgate: embeddings work again")
+        self._failing = False
         return vectors
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import ssl
-
-            import certifi
-            context = ssl.create_default_context(cafile=certifi.where())
-            try:
-                from mitmproxy import ctx
-                if extra := ctx.options.ssl_verify_upstream_trusted_ca:
-                    context.load_verify_locations(extra)
-                if ctx.options.ssl_insecure:
-                    context = False
-            except (AttributeError, OSError):
-                pass
-            self._client = httpx.AsyncClient(verify=context, trust_env=False, timeout=httpx.Timeout(10.0))
-        return self._client
 
     async def query_vector(self, record) -> list[float] | None:
         """The call's last user message, embedded once for the cache and every knowledge base."""

@@ -63,6 +63,12 @@ PROVIDER_STATE = Gauge("tollgate_provider_state", "Provider breaker: 0 closed, 1
                        ["provider"], registry=registry)
 RETRIES = Counter("tollgate_retries", "Fallback attempts after a target failed, and those the retry budget refused",
                   ["result"], registry=registry)
+CS_LATENCY = Histogram("tollgate_content_security_seconds", "Content security service calls (cache hits excluded)",
+                       ["service"], registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+CS_VERDICTS = Counter("tollgate_content_security_verdicts", "Content security verdicts by rule (allow | block | mask | "
+                      "error)", ["rule", "verdict"], registry=registry)
+CS_ERRORS = Counter("tollgate_content_security_errors", "Content security service calls that failed or timed out",
+                    ["service"], registry=registry)
 LEDGER_BACKLOG = Gauge("tollgate_ledger_backlog_rows", "Rows committed locally that the shared ledger (PostgreSQL) "
                        "does not have yet", registry=registry)
 LEDGER_ERRORS = Counter("tollgate_ledger_errors", "Ledger rows that could not be written", registry=registry)

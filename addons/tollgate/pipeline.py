@@ -179,17 +179,17 @@ class Pipeline:
                 return
 
     def websocket_end(self, flow):
-        self._answer_phase(flow, "websocket_end")
+        return self._answer_phase(flow, "websocket_end")
 
     def response(self, flow):
         if self._retries and any(wants(flow) for wants, _ in self._retries):
             return self._after_retry(flow, "response")
-        self._answer_phase(flow, "response")
+        return self._answer_phase(flow, "response")
 
     def error(self, flow):
         if self._retries and any(wants(flow) for wants, _ in self._retries):
             return self._after_retry(flow, "error")
-        self._answer_phase(flow, "error")
+        return self._answer_phase(flow, "error")
 
     async def _after_retry(self, flow, stage: str) -> None:
         """A failed attempt another target may mend (fallback.py): the answer that comes of it meets the same
@@ -213,7 +213,9 @@ class Pipeline:
                                                                          "upstream_error"),
                                                {"content-type": "application/json"})
             flow.error = None
-        self._answer_phase(flow, "response" if flow.error is None else "error")
+        rest = self._answer_phase(flow, "response" if flow.error is None else "error")
+        if rest is not None:
+            await rest
 
     def _replayed_head(self, flow) -> None:
         response = flow.response
@@ -224,23 +226,51 @@ class Pipeline:
             body = response.raw_content or b""
             response.content = b"".join(tap(body) + tap(b""))
 
-    def _answer_phase(self, flow, stage: str) -> None:
-        failed = False
-        for hook, _, always, name in self._hooks[stage]:
+    async def tollgate_stream_wait(self, flow) -> None:
+        """A streamed answer's next chunk waits for the check of an earlier window (internals.stream_wait)."""
+        if (waiting := internals.waiting_for(flow)) is None:
+            return
+        try:
+            await waiting
+        except Exception as e:  # the tap finds the check unfinished: it holds the text (fail closed)
+            self._report(flow, "stream_wait", "ContentSecurity", e)
+
+    def _answer_phase(self, flow, stage: str, start: int = 0, failed: bool = False):
+        """The answer-phase steps in order. A step may return an awaitable (a check it must wait for): the rest of
+        the phase then continues once it is done, and the hook returns that continuation for mitmproxy to await."""
+        hooks = self._hooks[stage]
+        for i in range(start, len(hooks)):
+            hook, _, always, name = hooks[i]
             if failed and not always:
                 continue
             try:
-                hook(flow)
+                result = hook(flow)
+                if result is not None and inspect.isawaitable(result):
+                    return self._answer_phase_after(flow, stage, i, result, failed)
             except Exception as e:
-                record = failure_record(flow)
-                self._report(flow, stage, name, e)
-                reason = f"{name} failed in {stage}: {type(e).__name__}"
-                if not failed and flow.response is not None and not flow.response.stream and stage == "response":
-                    flow.response = http.Response.make(500, _answer_error(record), {"content-type": "application/json"})
-                    record.status = 500
-                if record.decision != Decision.GATEWAY_ERROR:
-                    record.decision, record.reason = Decision.GATEWAY_ERROR, reason
+                self._step_failed(flow, stage, name, e, failed)
                 failed = True
+        return None
+
+    async def _answer_phase_after(self, flow, stage: str, index: int, awaiting, failed: bool) -> None:
+        try:
+            await awaiting
+        except Exception as e:
+            self._step_failed(flow, stage, self._hooks[stage][index][3], e, failed)
+            failed = True
+        rest = self._answer_phase(flow, stage, index + 1, failed)
+        if rest is not None:
+            await rest
+
+    def _step_failed(self, flow, stage: str, name: str, e: Exception, failed: bool) -> None:
+        record = failure_record(flow)
+        self._report(flow, stage, name, e)
+        reason = f"{name} failed in {stage}: {type(e).__name__}"
+        if not failed and flow.response is not None and not flow.response.stream and stage == "response":
+            flow.response = http.Response.make(500, _answer_error(record), {"content-type": "application/json"})
+            record.status = 500
+        if record.decision != Decision.GATEWAY_ERROR:
+            record.decision, record.reason = Decision.GATEWAY_ERROR, reason
 
     @staticmethod
     def _report(flow, stage: str, step: str, error: Exception) -> None:

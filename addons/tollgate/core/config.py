@@ -11,7 +11,8 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from .answers import Moderation, parse_moderation
+from .answers import DEFAULT_REFUSAL, Moderation, parse_moderation
+from .content_security import ContentSecurity, parse_content_security
 from .cache import CacheConfig, parse_cache
 from .guard import parse_guard
 from .limits import LimitsConfig, parse_limits
@@ -61,6 +62,12 @@ class Config:
     embeddings: Embeddings | None = None
     vectors: str = "vectors.db"   # the vector index: a file (embedded) or postgresql://… (pgvector)
     knowledge: tuple[KnowledgeBase, ...] = ()
+    content_security: ContentSecurity | None = None
+
+    @property
+    def refusal(self) -> str:
+        """What a withheld answer says ({rule} names the rule): moderation.refusal, or the default."""
+        return self.moderation.refusal if self.moderation else DEFAULT_REFUSAL
     key_sources: KeySources = field(default_factory=KeySources)
     consumers: tuple[Consumer, ...] = ()
     groups: dict[str, Group] = field(default_factory=dict)
@@ -180,7 +187,8 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
                                    "gateway", "unknown_keys", "unapproved_providers", "send_user_id",
                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
                                    "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker",
-                                   "url_prompt", "embeddings", "vectors", "knowledge"})
+                                   "url_prompt", "embeddings", "vectors", "knowledge",
+                                   "content_security"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -260,6 +268,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         embeddings=parse_embeddings(top.get("embeddings"), providers),
         vectors=string(top.get("vectors", "vectors.db"), "vectors"),
         knowledge=parse_knowledge(top.get("knowledge"), groups, names),
+        content_security=parse_content_security(top.get("content_security"), providers, groups, names, base_dir),
         key_sources=key_sources,
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},

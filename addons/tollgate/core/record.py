@@ -70,6 +70,7 @@ class CallRecord:
     knowledge: str = ""               # passages added: "base:chunk-id,chunk-id" per knowledge base
     guard: str = ""                   # prompt-rule findings: "rule:action×count, …" (never the matched text)
     moderation: str = ""              # answer rule that withheld the answer: "rule:refused" | "rule:cut"
+    content_security: str = ""        # service verdicts other than allow: "rule:verdict:category, …"
     prompts: str = ""                 # template and decorators applied: "template:name, decorator:name"
     limited_by: str = ""              # the limit or budget rule that refused the call
     body: dict | None = transient()   # the request's JSON, parsed once

@@ -100,6 +100,9 @@ class StreamTap:
         self.kept: list[bytes] | None = [] if keep_bytes else None
         self._keep_left = keep_bytes
         self.editor = None  # core.answers.StreamEditor: what the client gets instead of each upstream event
+        self.gate = None    # content_security.StreamGate: holds events until their window is checked
+        self._end: list[bytes] | None = None  # what the end of the stream releases, once computed
+        self._early: list[bytes] = []
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """Returns the chunks to send on: a list, because an empty bytes chunk would end an HTTP/1 chunked body."""
@@ -120,21 +123,41 @@ class StreamTap:
 
     def _pass(self, chunk: bytes) -> list[bytes]:
         if not chunk:  # end of stream
-            rest = self._buffer.flush()
-            events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
-            if self.translator is not None:
-                events = self._translate(events, end=True)
-            if self.editor is not None:
-                events = [edited for raw in events for edited in self.editor.event(raw)] + self.editor.end()
-            out = b"".join(events)
+            events = self._end_events()
+            if self.gate is not None:
+                events = self.gate.feed(events, end=True)
+            out = b"".join(self._early + events)
             return [out] if out else []
         events = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
         if self.translator is not None:
             events = self._translate(events, end=False)
         if self.editor is not None:
             events = [edited for raw in events for edited in self.editor.event(raw)]
+        if self.gate is not None:
+            events = self.gate.feed(events)
         out = b"".join(events)
         return [out] if out else []
+
+    def _end_events(self) -> list[bytes]:
+        """What the end of the stream releases (the buffered rest, the translator's close, the editor's held
+        tails): computed once."""
+        if self._end is not None:
+            events, self._end = self._end, []
+            return events
+        self._end = []
+        rest = self._buffer.flush()
+        events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
+        if self.translator is not None:
+            events = self._translate(events, end=True)
+        if self.editor is not None:
+            events = [edited for raw in events for edited in self.editor.event(raw)] + self.editor.end()
+        return events
+
+    def prepare_end(self) -> None:
+        """Before the end is processed (a check of what it releases must be awaited first): its events go to the
+        gate now."""
+        if self._end is None and self.gate is not None:
+            self._early = self.gate.feed(self._end_events(), end=True)
 
     def _keep(self, raw: bytes) -> None:
         if self.kept is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, data_url, json_object,
-                     message_lines, plain_text, split_data_url, sse)
+from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, data_url,
+                     error_message, json_object, message_lines, plain_text, split_data_url, sse)
 
 NAME = "anthropic"
 CHAT_ENDPOINT = "messages"
@@ -46,9 +46,6 @@ def error_event(status: int, message: str, code: str | None = None) -> bytes:
     return b"event: error\ndata: " + error_body(status, message, code) + b"\n\n"
 
 
-def error_message(body) -> str | None:
-    error = body.get("error") if isinstance(body, dict) else None
-    return error["message"] if isinstance(error, dict) and isinstance(error.get("message"), str) else None
 
 
 # --- metering a stream -----------------------------------------------------------------------------------------

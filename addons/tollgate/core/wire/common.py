@@ -146,3 +146,11 @@ def message_lines(messages) -> list[str]:
                 text += f"\n[tool call {fn.get('name')}: {fn.get('arguments')}]"
             lines.append(f"{message.get('role', '?')}: {text}")
     return lines
+
+
+def error_message(body) -> str | None:
+    """The message of an `{"error": {"message": …}}` body (OpenAI's, Anthropic's and Gemini's errors all have it)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    return error if isinstance(error, str) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from .common import Usage, as_int, plain_text, sse
+from .common import Usage, as_int, error_message, plain_text, sse
 
 NAME = "gemini"
 CHAT_ENDPOINT = None  # not translated to or from (yet): a Gemini client reaches Gemini-format providers only
@@ -33,9 +33,6 @@ def error_event(status: int, message: str, code: str | None = None) -> bytes:
     return b"data: " + error_body(status, message, code) + b"\n\n"
 
 
-def error_message(body) -> str | None:
-    error = body.get("error") if isinstance(body, dict) else None
-    return error["message"] if isinstance(error, dict) and isinstance(error.get("message"), str) else None
 
 
 def meter(m, obj: dict) -> bool:

@@ -6,8 +6,8 @@ import copy
 import json
 import time
 
-from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, json_text, message_lines,
-                     plain_text, sse)
+from .common import (Answer, Chat, Message, Part, Tool, TranslationError, Usage, as_int, error_message,
+                     json_text, message_lines, plain_text, sse)
 
 NAME = "openai"
 CHAT_ENDPOINT = "chat/completions"   # the endpoint a translated call goes to
@@ -47,11 +47,6 @@ def error_event(status: int, message: str, code: str | None = None) -> bytes:
     return b"data: " + error_body(status, message, code) + b"\n\n"
 
 
-def error_message(body) -> str | None:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
-    return error if isinstance(error, str) else None
 
 
 # --- metering a stream -----------------------------------------------------------------------------------------
