@@ -38,6 +38,7 @@ from tollgate.realtime import Realtime  # noqa: E402
 from tollgate.route import Route  # noqa: E402
 from tollgate.settings import Settings  # noqa: E402
 from tollgate.stream import Stream  # noqa: E402
+from tollgate.transform import Transformer  # noqa: E402
 from tollgate.translate import Translate  # noqa: E402
 from tollgate.url_prompt import UrlPromptIn, UrlPromptOut  # noqa: E402
 
@@ -57,6 +58,7 @@ addons = [
         Onboard(),                # http://tollgate/ through the proxy: the CA, a trust bundle, settings per runtime
         UrlPromptIn(settings),    # GET /?text=… on the reverse listener becomes a chat completion (url_prompt)
         Classify(settings),       # is this an LLM call (every name it carries)? open its record; read the body strictly
+        Transformer(settings, calls),  # listed non-LLM hosts: request/response rewritten by a model (transform:)
         ClientAddress(settings),  # behind a trusted balancer: the client's address from X-Forwarded-For
         LedgerAdmission(settings),  # ledger.on_error: closed and the ledger cannot write: 503
         Authenticate(settings),   # which consumer: gateway key from any header or proxy auth (401)

@@ -48,7 +48,7 @@ GUARD = {"rules": [{"name": "secrets", "detectors": ["private_key", "aws_access_
 INSECURE = ("--set", "ssl_insecure=true", "--set", "flow_detail=0")  # the fake's certificate is self-signed
 TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", "default chain, redis": "≥ 75% req/s",
            "chain + pool, fallback": "= default chain", "chain, ledger on postgres": "p50 vs default chain",
-           "chain, redis, 2 workers": "c=8 vs 1 worker"}
+           "chain, redis, 2 workers": "c=8 vs 1 worker", "chain + content security": "TTFT: one window held"}
 _prompts = itertools.count()
 _run = uuid.uuid4().hex[:8]
 
@@ -65,6 +65,16 @@ def provider(fake: FakeLLM) -> dict:
 def chain(fake: FakeLLM, store: str = "memory") -> dict:
     return {"providers": provider(fake), "consumers": [{"name": "bench", "key": KEY}], "store": store,
             "guard": GUARD, "limits": LIMITS, "budgets": BUDGETS, "cache": {"ttl": "1h", "memory_bytes": "16MB"}}
+
+
+def screened(fake: FakeLLM) -> dict:
+    """The default chain with a moderation service on prompts and answers (streams checked in 100-character
+    windows): the TTFT column shows what holding one window back costs."""
+    return {**chain(fake), "content_security": {
+        "services": [{"name": "omni", "type": "openai-moderation", "provider": "openai",
+                      "model": "omni-moderation-latest"}],
+        "rules": [{"name": "harmful", "service": "omni", "on": ["prompt", "answer"], "categories": ["violence"]}],
+        "window_chars": 100}}
 
 
 def pooled(fake: FakeLLM) -> dict:
@@ -135,7 +145,8 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
                "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
                                                       "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
                "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE),
-               "chain + pool, fallback": Gateway(work / "pool", pooled(fake), extra=INSECURE)}
+               "chain + pool, fallback": Gateway(work / "pool", pooled(fake), extra=INSECURE),
+               "chain + content security": Gateway(work / "screened", screened(fake), extra=INSECURE)}
     redis = RedisServer(work / "redis") if shutil.which("redis-server") else None
     if redis:
         targets["default chain, redis"] = Gateway(work / "chain-redis", chain(fake, redis.url), extra=INSECURE)

@@ -165,6 +165,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if status != 200:
         return openai_error(status)
     model = body.get("model", "fake-model")
+    if str(model).startswith("transform"):  # a transformation model: XML bodies become JSON, deterministically
+        return web.json_response({"id": f"chatcmpl-tf{len(seen)}", "object": "chat.completion",
+                                  "created": int(time.time()), "model": model, "choices": [
+                                      {"index": 0, "message": {"role": "assistant",
+                                                               "content": transformed(last_user_text(body))},
+                                       "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": prompt_tokens(body), "completion_tokens": 20,
+                                            "total_tokens": prompt_tokens(body) + 20}})
     if str(model).startswith("llama-guard"):  # an LLM judge: safe, or unsafe and the categories
         text = last_user_text(body)
         categories = [c for c, score in flagged(text).items() if score > 0.5]
@@ -269,6 +277,40 @@ def flagged(text: str) -> dict[str, float]:
     """Category scores of the fake moderation: 0.91 for a category whose words appear, 0.01 otherwise."""
     words = set(re.findall(r"[a-z-]+", text.lower()))
     return {category: 0.91 if words & set(terms) else 0.01 for category, terms in FLAGGED.items()}
+
+
+def transformed(text: str) -> str:
+    """The fake transformation model: the XML body of the HTTP message it is shown, as JSON in a 200 response
+    (an instruction that says INVALID gets an answer that is no HTTP message)."""
+    import xml.etree.ElementTree as ET
+
+    if "INVALID" in text:
+        return "Sorry, I would rather not."
+    body = text.replace("\r\n", "\n").split("\n\n", 2)[-1]
+
+    def convert(element):
+        children = list(element)
+        if not children:
+            return (element.text or "").strip()
+        out: dict = {}
+        for child in children:
+            out.setdefault(child.tag, []).append(convert(child))
+        return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return "HTTP/1.1 422 Unprocessable\ncontent-type: text/plain\n\nnot XML"
+    return "HTTP/1.1 200 OK\ncontent-type: application/json\nx-transformed: yes\n\n" + json.dumps(
+        {root.tag: convert(root)})
+
+
+SLIDESHOW = ('<?xml version="1.0"?>\n<slideshow><title>Sample Slide Show</title><slide><title>Wake up</title></slide>'
+             '<slide><title>Overview</title></slide></slideshow>')
+
+
+async def xml(request: web.Request) -> web.Response:
+    """httpbin's /xml: a small XML document (for transformation tests)."""
+    return web.Response(text=SLIDESHOW, content_type="application/xml")
 
 
 async def moderations(request: web.Request) -> web.Response:
@@ -461,6 +503,7 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 2**20)
     app.router.add_route("*", "/_fake/requests", list_seen)
     app.router.add_post("/_fake/dlp", dlp)
+    app.router.add_get("/xml", xml)
     app.router.add_post(r"/{prefix:.*}moderations", moderations)
     app.router.add_route("POST", r"/{prefix:.*}models/{model:[^/:]+}:{method:[A-Za-z]+}", gemini)
     app.router.add_post(r"/{prefix:.*}chat/completions", chat)

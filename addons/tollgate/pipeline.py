@@ -125,7 +125,9 @@ class Pipeline:
             if flow.response or flow.error or not flow.live:
                 break
             try:
-                await hook(flow) if is_async else hook(flow)
+                result = hook(flow)
+                if is_async or (result is not None and inspect.isawaitable(result)):
+                    await result
             except Exception as e:
                 self.refuse(flow, stage, name, e)
                 break

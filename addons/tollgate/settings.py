@@ -137,9 +137,11 @@ class Settings:
             self._apply_options()
 
     def _apply_options(self) -> None:
-        """Decrypt only provider hosts (and reverse-listener targets); connect upstream only after routing."""
+        """Decrypt only provider hosts, hosts with a transformation, and reverse-listener targets; connect upstream
+        only after routing."""
         hosts = [h for p in self.config.providers.values() for h in p.hosts]
         hosts += [host_pattern(entry) for entry in self.config.known_ai_hosts]  # to refuse or record them
+        hosts += [rule.hostport for rule in self.config.transform]  # decrypted only because a rule lists them
         for spec in ctx.options.mode:
             mode = mode_specs.ProxyMode.parse(spec)
             if isinstance(mode, mode_specs.ReverseMode):

@@ -13,6 +13,7 @@ import yaml
 
 from .answers import DEFAULT_REFUSAL, Moderation, parse_moderation
 from .content_security import ContentSecurity, parse_content_security
+from .transform import Transform, parse_transform
 from .cache import CacheConfig, parse_cache
 from .guard import parse_guard
 from .limits import LimitsConfig, parse_limits
@@ -63,6 +64,7 @@ class Config:
     vectors: str = "vectors.db"   # the vector index: a file (embedded) or postgresql://… (pgvector)
     knowledge: tuple[KnowledgeBase, ...] = ()
     content_security: ContentSecurity | None = None
+    transform: tuple[Transform, ...] = ()
 
     @property
     def refusal(self) -> str:
@@ -188,7 +190,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
                                    "known_ai_hosts", "store", "cache", "prices", "guard", "moderation",
                                    "prompts", "limits", "budgets", "auth", "realtime", "retry", "breaker",
                                    "url_prompt", "embeddings", "vectors", "knowledge",
-                                   "content_security"})
+                                   "content_security", "transform"})
     warnings = unset
 
     providers: dict[str, Provider] = {}
@@ -269,6 +271,7 @@ def parse_config(data, env=None, base_dir: str | Path | None = None) -> Config:
         vectors=string(top.get("vectors", "vectors.db"), "vectors"),
         knowledge=parse_knowledge(top.get("knowledge"), groups, names),
         content_security=parse_content_security(top.get("content_security"), providers, groups, names, base_dir),
+        transform=parse_transform(top.get("transform"), providers),
         key_sources=key_sources,
         consumers=tuple(consumers),
         consumers_by_digest={c.key_sha256: c for c in consumers},

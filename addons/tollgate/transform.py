@@ -1,0 +1,106 @@
+"""AI transformation at the gate (core/transform.py): for flows to the hosts listed under `transform:` (decrypted
+only because they are listed; every other host stays a tunnel), the request and/or the response is shown to a model
+as an HTTP message with the rule's prompt, and the model's answer replaces it once it reads as a valid HTTP message
+(headers checked, Content-Length recomputed, body bounded). An invalid answer, a timeout or a failing model leaves
+the original untouched (`on_error: passthrough`) or answers 502 (`fail`). Results are cached by the digest of prompt
+and message; each model call is a ledger row (system:transform); mitmweb shows which rule transformed a flow."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from tollgate.core.transform import SYSTEM_PROMPT, Invalid, cache_key, parse_message, render_message
+from tollgate.flows import record_of
+
+log = logging.getLogger("tollgate")
+CONSUMER = "system:transform"
+
+
+class Transformer:
+    def __init__(self, settings, calls):
+        self.settings = settings
+        self.calls = calls
+
+    def _rule(self, flow, side: str):
+        if record_of(flow) is not None:  # LLM calls are the gateway's own business
+            return None
+        request = flow.request
+        for rule in self.settings.config.transform:
+            prompt = rule.request_prompt if side == "request" else rule.response_prompt
+            if prompt and rule.matches(request.pretty_host, request.port, request.path):
+                return rule
+        return None
+
+    def request(self, flow):
+        if flow.response or flow.error or (rule := self._rule(flow, "request")) is None:
+            return None
+        return self._request(flow, rule)
+
+    async def _request(self, flow, rule) -> None:
+        request = flow.request
+        text = request.get_text(strict=False)
+        if text is None or len(request.raw_content or b"") > rule.max_bytes:
+            return
+        message = render_message(f"{request.method} {request.path} HTTP/1.1", list(request.headers.items()), text)
+        parsed = await self._transform(flow, rule, "request", message)
+        if parsed is None:
+            return
+        start, headers, body = parsed
+        request.method, request.path = start.split(" ")[0], start.split(" ")[1]
+        request.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
+        request.content = body
+
+    def response(self, flow):
+        if flow.response is None or (rule := self._rule(flow, "response")) is None:
+            return None
+        return self._response(flow, rule)
+
+    async def _response(self, flow, rule) -> None:
+        response = flow.response
+        text = response.get_text(strict=False)
+        if text is None or len(response.raw_content or b"") > rule.max_bytes:
+            return
+        message = render_message(f"HTTP/1.1 {response.status_code} {response.reason}", list(response.headers.items()),
+                                 text)
+        parsed = await self._transform(flow, rule, "response", message)
+        if parsed is None:
+            return
+        start, headers, body = parsed
+        parts = start.split(" ", 2)
+        response.status_code = int(parts[1])
+        response.reason = parts[2] if len(parts) > 2 else ""
+        response.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
+        response.content = body  # sets Content-Length to the new body's
+
+    async def _transform(self, flow, rule, side: str, message: str):
+        key = cache_key(rule, side, message)
+        store = self.settings.store()
+        answer = (await store.lookup(key) or b"").decode("utf-8", "replace")
+        try:
+            if not answer:
+                prompt = rule.request_prompt if side == "request" else rule.response_prompt
+                reply, row = await self.calls.post(rule.provider, "/v1/chat/completions", {
+                    "model": rule.model, "temperature": 0, "messages": [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": f"{prompt}\n\n{message}"}]},
+                    consumer=CONSUMER, timeout=rule.timeout_s)
+                if reply is None:
+                    raise Invalid(f"the model failed: {row.reason}")
+                answer = reply["choices"][0]["message"]["content"]
+                if not isinstance(answer, str):
+                    raise Invalid("the model's answer has no text")
+            parsed = parse_message(answer, side, rule.max_bytes)
+        except (Invalid, KeyError, IndexError, TypeError) as e:
+            log.warning("tollgate: transformation %s of a %s failed: %s (%s)", rule.name, side, e,
+                        "502" if rule.on_error == "fail" else "original kept")
+            flow.comment = f"transformation {rule.name} failed: {str(e)[:120]}"
+            if rule.on_error == "fail":
+                flow.response = http.Response.make(502, f"transformation {rule.name} failed\n",
+                                                   {"content-type": "text/plain"})
+            return None
+        store.set_later(key, answer.encode(), rule.cache_ttl_s)
+        flow.comment = f"{side} transformed by {rule.name}"
+        flow.marked = ":sparkles:"
+        return parsed
