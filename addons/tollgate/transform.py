@@ -36,43 +36,31 @@ class Transformer:
     def request(self, flow):
         if flow.response or flow.error or (rule := self._rule(flow, "request")) is None:
             return None
-        return self._request(flow, rule)
-
-    async def _request(self, flow, rule) -> None:
-        request = flow.request
-        text = request.get_text(strict=False)
-        if text is None or len(request.raw_content or b"") > rule.max_bytes:
-            return
-        message = render_message(f"{request.method} {request.path} HTTP/1.1", list(request.headers.items()), text)
-        parsed = await self._transform(flow, rule, "request", message)
-        if parsed is None:
-            return
-        start, headers, body = parsed
-        request.method, request.path = start.split(" ")[0], start.split(" ")[1]
-        request.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
-        request.content = body
+        return self._rewrite(flow, rule, "request")
 
     def response(self, flow):
         if flow.response is None or (rule := self._rule(flow, "response")) is None:
             return None
-        return self._response(flow, rule)
+        return self._rewrite(flow, rule, "response")
 
-    async def _response(self, flow, rule) -> None:
-        response = flow.response
-        text = response.get_text(strict=False)
-        if text is None or len(response.raw_content or b"") > rule.max_bytes:
+    async def _rewrite(self, flow, rule, side: str) -> None:
+        message = flow.request if side == "request" else flow.response
+        text = message.get_text(strict=False)
+        if text is None or len(message.raw_content or b"") > rule.max_bytes:
             return
-        message = render_message(f"HTTP/1.1 {response.status_code} {response.reason}", list(response.headers.items()),
-                                 text)
-        parsed = await self._transform(flow, rule, "response", message)
+        start_line = (f"{flow.request.method} {flow.request.path} HTTP/1.1" if side == "request"
+                      else f"HTTP/1.1 {flow.response.status_code} {flow.response.reason}")
+        parsed = await self._transform(flow, rule, side, render_message(start_line, list(message.headers.items()), text))
         if parsed is None:
             return
         start, headers, body = parsed
         parts = start.split(" ", 2)
-        response.status_code = int(parts[1])
-        response.reason = parts[2] if len(parts) > 2 else ""
-        response.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
-        response.content = body  # sets Content-Length to the new body's
+        if side == "request":
+            flow.request.method, flow.request.path = parts[0], parts[1]
+        else:
+            flow.response.status_code, flow.response.reason = int(parts[1]), parts[2] if len(parts) > 2 else ""
+        message.headers = http.Headers([(k.encode(), v.encode()) for k, v in headers])
+        message.content = body  # sets Content-Length to the new body's
 
     async def _transform(self, flow, rule, side: str, message: str):
         key = cache_key(rule, side, message)
