@@ -114,3 +114,18 @@ def test_each_feature_parses_its_section_and_the_core_has_no_import_cycle():
                            ("providers", "parse_provider")):
         assert f"def {parser}(" in (core / f"{module}.py").read_text()
         assert module in imports["config"]
+
+
+def test_an_unquoted_on_key_means_on(tmp_path):
+    """YAML 1.1 reads `on:` as true; the keys called `on` still work written plainly, as the README shows them."""
+    import yaml as _yaml
+
+    from tollgate.core.config import load_config
+    path = tmp_path / "gateway.yaml"
+    path.write_text("providers: {openai: {type: openai, keys: [k]}}\n"
+                    "retry: {max_attempts: 2, on: [503]}\n"
+                    "embeddings: {provider: openai, model: e}\n"
+                    "cache: {semantic: {on: ['gpt-4o*']}}\n")
+    assert True in _yaml.safe_load(path.read_text())["retry"]
+    config = load_config(path)
+    assert config.retry.on == frozenset({503}) and config.cache.semantic.on == ("gpt-4o*",)

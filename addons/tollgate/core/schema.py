@@ -51,6 +51,8 @@ def mapping(node, path: str, allowed: set[str]) -> dict:
         return {}
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(node).__name__}")
+    if "on" in allowed and True in node:  # YAML 1.1 reads an unquoted `on:` key as true
+        node = {("on" if key is True else key): value for key, value in node.items()}
     unknown = sorted(set(map(str, node)) - allowed)
     if unknown:
         close = difflib.get_close_matches(unknown[0], allowed, 1, 0.6)
