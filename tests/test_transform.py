@@ -92,3 +92,8 @@ def test_a_model_answer_is_read_strictly():
         with pytest.raises(Invalid):
             parse_message(bad, "response", 100)
     assert parse_message("POST /v2 HTTP/1.1\nhost: a\n\nbody", "request", 100)[0] == "POST /v2 HTTP/1.1"
+    # a model cannot set credentials, and is never shown them
+    assert parse_message("HTTP/1.1 200 OK\nset-cookie: s=1\n\nx", "response", 100)[1] == []
+    from tollgate.core.transform import render_message
+    shown = render_message("GET / HTTP/1.1", [("authorization", "Bearer secret"), ("accept", "*/*")], "")
+    assert "secret" not in shown and "accept: */*" in shown

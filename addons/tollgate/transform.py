@@ -11,7 +11,8 @@ import logging
 
 from mitmproxy import http
 
-from tollgate.core.transform import SYSTEM_PROMPT, Invalid, cache_key, parse_message, render_message
+from tollgate.core.transform import (SYSTEM_PROMPT, Invalid, cache_key, kept_credentials, parse_message,
+                                     render_message)
 from tollgate.flows import record_of
 
 log = logging.getLogger("tollgate")
@@ -54,6 +55,7 @@ class Transformer:
         if parsed is None:
             return
         start, headers, body = parsed
+        headers += kept_credentials(list(message.headers.items()))  # never shown to the model, never dropped
         parts = start.split(" ", 2)
         if side == "request":
             flow.request.method, flow.request.path = parts[0], parts[1]

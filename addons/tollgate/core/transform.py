@@ -82,11 +82,18 @@ def parse_transform(node, providers: dict) -> tuple[Transform, ...]:
 
 
 VOLATILE = {"date", "age", "expires", "last-modified", "etag", "x-request-id"}  # would defeat the result cache
+# Credentials are never shown to a model: they stay on the message as they were (see kept_credentials).
+CREDENTIALS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+               "x-goog-api-key", "x-auth-token"}
+
+
+def kept_credentials(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() in CREDENTIALS]
 
 
 def render_message(start_line: str, headers: list[tuple[str, str]], body: str) -> str:
-    """The HTTP message a model is shown (headers that change on every message left out)."""
-    kept = "".join(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in VOLATILE)
+    """The HTTP message a model is shown (credentials and headers that change on every message left out)."""
+    kept = "".join(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in VOLATILE | CREDENTIALS)
     return start_line + "\r\n" + kept + "\r\n" + body
 
 
@@ -124,7 +131,7 @@ def parse_message(text: str, side: str, max_bytes: int) -> tuple[str, list[tuple
             raise Invalid(f"not a header: {line[:40]!r}")
         if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
             raise Invalid(f"control characters in header {name}")
-        if name.lower() not in _HOP:
+        if name.lower() not in _HOP and name.lower() not in CREDENTIALS:  # the original's stay (kept_credentials)
             headers.append((name, value))
     data = body.encode()
     if len(data) > max_bytes:
