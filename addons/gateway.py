@@ -75,7 +75,7 @@ addons = [
         SemanticLookup(settings, embedder),  # a close enough question, same tenant and context (HIT-SEMANTIC)
         Stream(),                 # ask for stream usage; stream SSE through a metering (and translating) tap
         Forward(settings),        # serialise the body once (translated); watch the provider: 502/504, silence
-        Fallback(settings, route, health),  # the attempt failed before the client saw a byte: the next target
+        Fallback(settings, route, health, calls),  # the attempt failed before the client saw a byte: the next target
         Translate(),              # a translated answer back in the client's wire format (x-tollgate-dropped)
         AnswerGuard(settings),    # masked originals back into the answer; moderation refuses or cuts (streams)
         AnswerSecurity(settings, checker),  # the services on the answer: plain whole, streams window by window

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 
 import httpx
+from mitmproxy import flow as mflow
 from mitmproxy import http
 
 from tollgate import internals
@@ -31,11 +31,11 @@ HOP_HEADERS = (b"connection", b"keep-alive", b"transfer-encoding", b"content-len
 
 
 class Fallback:
-    def __init__(self, settings, route, health):
+    def __init__(self, settings, route, health, calls):
         self.settings = settings
         self.route = route
         self.health = health
-        self._client: httpx.AsyncClient | None = None
+        self.calls = calls  # own_calls.OwnCalls: its HTTP client trusts what mitmproxy's upstream connections trust
 
     def wants(self, flow) -> bool:
         """Did the attempt fail in a way another target may mend? (cheap: called on every answer)"""
@@ -95,11 +95,12 @@ class Fallback:
         config = self.settings.config
         request = flow.request
         headers = [(k, v) for k, v in internals.wire_headers(request) if k.lower() not in HOP_HEADERS]
-        client = self._http()
+        client = self.calls.http()
+        timeout = httpx.Timeout(config.upstream_timeout_s, read=config.upstream_idle_timeout_s)
         try:
             async with asyncio.timeout(config.upstream_timeout_s):  # the answer's head, as for the first attempt
                 upstream = await client.send(client.build_request(request.method, request.url, headers=headers,
-                                                                  content=content), stream=True)
+                                                                  content=content, timeout=timeout), stream=True)
             try:
                 body = bytearray()
                 async for chunk in upstream.aiter_raw():  # the read timeout is the idle timeout
@@ -112,7 +113,7 @@ class Fallback:
             timed_out = isinstance(e, (TimeoutError, httpx.TimeoutException))
             record.decision = Decision.UPSTREAM_TIMEOUT if timed_out else Decision.UPSTREAM_ERROR
             record.reason = f"provider {record.provider} failed: {type(e).__name__}"
-            flow.error = flow.error or _error(record.reason)
+            flow.error = flow.error or mflow.Error(record.reason)
             flow.response = None if flow.error else flow.response
             return None
         fields = [(k, v) for k, v in upstream.headers.raw if k.lower() not in HOP_HEADERS]
@@ -121,36 +122,6 @@ class Fallback:
         response.headers["content-length"] = str(len(body))
         return response
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            config = self.settings.config
-            context = ssl.create_default_context()
-            try:
-                import certifi
-                context.load_verify_locations(certifi.where())
-                from mitmproxy import ctx
-                if extra := ctx.options.ssl_verify_upstream_trusted_ca:  # the same trust as mitmproxy's own attempt
-                    context.load_verify_locations(extra)
-            except (ImportError, AttributeError, OSError):
-                pass
-            self._client = httpx.AsyncClient(
-                verify=context, trust_env=False, follow_redirects=False,
-                timeout=httpx.Timeout(config.upstream_timeout_s, read=config.upstream_idle_timeout_s),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
-        return self._client
-
-    def done(self):
-        if self._client is not None:
-            client, self._client = self._client, None
-            try:
-                asyncio.get_running_loop().create_task(client.aclose())
-            except RuntimeError:
-                pass
-
-
-def _error(message: str):
-    from mitmproxy import flow as mflow
-    return mflow.Error(message)
 
 
 def _add(listed: str, item: str) -> str:

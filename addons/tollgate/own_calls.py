@@ -1,5 +1,6 @@
-"""Calls the gateway makes itself (embeddings, content security services), to its own providers with their org
-keys, each a ledger row of its own (the consumer it served, or a `system:` name), priced like any call."""
+"""Calls the gateway makes itself (embeddings, content security services, transformations), to its own providers
+with their org keys, each a ledger row of its own (the consumer it served, or a `system:` name), priced like any
+call. Its HTTP client (trusting what mitmproxy's upstream connections trust) also sends fallback attempts."""
 
 from __future__ import annotations
 
@@ -76,7 +77,3 @@ class OwnCalls:
         row.latency_ms = round((time.time() - started) * 1000, 2)
         self.ledger.write(row.row())
         return answer, row
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
