@@ -4,7 +4,7 @@ the client called (not the rewritten upstream), and the finished call's ledger r
 from __future__ import annotations
 
 from tollgate.core.record import METADATA_KEY, Decision
-from tollgate.flows import record_of
+from tollgate.flows import point_at, record_of
 
 # mitmweb turns these names into symbols; all of them are in DejaVu Sans and the usual system fonts (no emoji font
 # needed), and the comment spells the decision out anyway.
@@ -23,8 +23,8 @@ class Annotate:
         if (record := record_of(flow)) and not record.session_open:
             flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
             if record.client_url and not record.untouched:  # mitmweb lists the URL the client called, not ours
-                request = flow.request
-                request.scheme, request.host, request.port, request.path = record.client_url
+                scheme, host, port, flow.request.path = record.client_url
+                point_at(flow.request, scheme, host, port)
             flow.comment = record.comment()
             flow.marked = MARKERS.get(record.decision) or (FAILED if record.status >= 500 else
                                                            MASKED if record.masked else "")

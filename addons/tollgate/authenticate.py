@@ -17,10 +17,11 @@ from tollgate.core.access import key_problem, looks_like_provider_key, proxy_cre
 from tollgate.core.credentials import client_key, find_consumer, path_without_key, websocket_key
 from tollgate.core.providers import CREDENTIAL_HEADERS
 from tollgate.core.record import Decision
-from tollgate.flows import pending, reject, strip_credentials
+from tollgate.flows import CREDENTIALS, HeaderView, drop_headers, pending, reject
 from tollgate.internals import send_with_credential
 
 CHECKED_HEADERS = CREDENTIAL_HEADERS + ("proxy-authorization",)
+PROXY_AUTHORIZATION = frozenset({"proxy-authorization"})
 
 
 @dataclass
@@ -50,31 +51,28 @@ class Authenticate:
     def requestheaders(self, flow):
         request = flow.request
         if not (record := pending(flow)):  # not the gate's call: only the proxy credentials are ours to take
-            if "proxy-authorization" in request.headers:
-                del request.headers["proxy-authorization"]
+            drop_headers(request.headers, PROXY_AUTHORIZATION)
             return
         sources = self.settings.config.key_sources
+        headers = HeaderView(request.headers)
         for name in CHECKED_HEADERS + sources.headers:  # a key is printable ASCII, or it is read differently later
-            values = request.headers.get_all(name)
+            values = headers.get_all(name)
             if len(values) > 1:
                 return reject(flow, record, 400, f"more than one {name} header", code="invalid_request")
             if values and not (values[0].isascii() and values[0].isprintable()):
                 return reject(flow, record, 400, f"the {name} header holds bytes that are not printable ASCII",
                               code="invalid_request")
-        presented = Presented(proxy_user=proxy_credentials(request.headers.pop("proxy-authorization", "")))
+        presented = Presented(proxy_user=proxy_credentials(headers.get("proxy-authorization", "")))
         path, _, query = request.path.partition("?")
-        presented.key = client_key(request.headers, query, sources)
+        presented.key = client_key(headers, query, sources)
         presented.header = next((name for name in CREDENTIAL_HEADERS + sources.headers
-                                 if request.headers.get(name, "").strip()), "")
-        presented.value = request.headers.get(presented.header, "") if presented.header else ""
-        if not presented.key and (protocols := request.headers.get("sec-websocket-protocol")):
+                                 if headers.get(name, "").strip()), "")
+        presented.value = headers.get(presented.header, "") if presented.header else ""
+        if not presented.key and (protocols := headers.get("sec-websocket-protocol")):
             presented.key, rest = websocket_key(protocols)
             if presented.key:
                 request.headers["sec-websocket-protocol"] = rest
-        strip_credentials(request.headers)
-        for name in sources.headers:
-            if name in request.headers:
-                del request.headers[name]
+        drop_headers(request.headers, CREDENTIALS.union(sources.headers))
         if any(f"{param}=" in query for param in sources.params):
             presented.query = query
             request.path = path_without_key(request.path, sources.params)

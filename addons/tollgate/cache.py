@@ -15,7 +15,7 @@ from tollgate.core.cache import Entry, cache_key, is_deterministic, request_dire
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, Usage, wants_stream_usage
 from tollgate.core.record import Decision
 from tollgate.core.sse import StreamTap
-from tollgate.flows import pending, record_of
+from tollgate.flows import HeaderView, pending, record_of
 
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
@@ -31,10 +31,10 @@ class CacheKey:
     def request(self, flow):
         if not (record := pending(flow)):
             return
-        headers = flow.request.headers
+        headers = HeaderView(flow.request.headers)
         directive = request_directive(headers.get("cache-control", ""), headers.get(BYPASS_HEADER, ""))
         if BYPASS_HEADER in headers:
-            del headers[BYPASS_HEADER]
+            del flow.request.headers[BYPASS_HEADER]
         config = self.settings.config.cache
         if config is None:
             return  # no cache configured: nothing to say about it (no x-cache header, empty ledger column)

@@ -24,7 +24,7 @@ from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, ge
 from tollgate.core.providers import split_host
 from tollgate.core.record import CallRecord, Decision
 from tollgate import internals
-from tollgate.flows import (THREAD_ABOVE_CHARS, off_loop_if, open_record, pending, record_of, reject,
+from tollgate.flows import (THREAD_ABOVE_CHARS, HeaderView, off_loop_if, open_record, pending, record_of, reject,
                             strip_credentials)
 
 NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -128,10 +128,11 @@ class Classify:
         if len(raw) > config.max_request_bytes:  # the transport refuses earlier; this holds without it too
             return reject(flow, record, 413, f"request body of {len(raw)} bytes exceeds the gateway limit of "
                                              f"{config.max_request_bytes} bytes", code="request_too_large")
-        content_type = request.headers.get("content-type", "")
+        headers = HeaderView(request.headers)
+        content_type = headers.get("content-type", "")
         form = is_form_endpoint(record.endpoint, content_type)
         try:
-            encoding = request.headers.get("content-encoding", "")
+            encoding = headers.get("content-encoding", "")
             data = await off_loop_if(len(raw) > THREAD_ABOVE_CHARS, decode, raw, encoding, config.max_request_bytes) \
                 if encoding else raw
             if encoding:  # upstream gets exactly the bytes that were checked

@@ -61,18 +61,63 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
     record.reason = message
 
 
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape").lower()  # as mitmproxy's Headers compare names
+
+
+class HeaderView:
+    """A message's headers read in one pass, for a step that looks up several: mitmproxy's Headers scan and
+    case-fold every field on each lookup. A snapshot: later changes to the message do not show in it."""
+    __slots__ = ("_values",)
+
+    def __init__(self, headers):
+        values: dict[str, list[str]] = {}
+        for name, value in headers.fields:
+            values.setdefault(_name(name), []).append(value.decode("utf-8", "surrogateescape"))
+        self._values = values
+
+    def get(self, name: str, default=None):
+        values = self._values.get(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name, [])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+
+def drop_headers(headers, names) -> None:
+    """Removes every header of these (lower-case) names in one pass."""
+    fields = headers.fields
+    kept = tuple(f for f in fields if _name(f[0]) not in names)
+    if len(kept) != len(fields):
+        headers.fields = kept
+
+
 def set_headers(headers, values: dict[str, str]) -> None:
     """Sets several headers in one pass over the message's headers (one by one, each would be a pass), replacing
     any of the same name (the provider's own x-ratelimit-*, say)."""
-    names = {name.lower().encode() for name in values}
-    headers.fields = tuple(f for f in headers.fields if f[0].lower() not in names) + tuple(
+    names = {name.lower() for name in values}
+    headers.fields = tuple(f for f in headers.fields if _name(f[0]) not in names) + tuple(
         (name.encode(), value.encode()) for name, value in values.items())
 
 
+CREDENTIALS = frozenset(CREDENTIAL_HEADERS + ("proxy-authorization",))
+
+
 def strip_credentials(headers) -> None:
-    for name in CREDENTIAL_HEADERS + ("proxy-authorization",):
-        if name in headers:  # membership first: a missing key makes multidict's pop() raise and catch
-            del headers[name]
+    drop_headers(headers, CREDENTIALS)
+
+
+def point_at(request, scheme: str, host: str, port: int) -> None:
+    """Sets where a request goes, rewriting its Host header (or authority) once: mitmproxy's host and port setters
+    each rewrite it."""
+    if (request.scheme, request.host, request.port) == (scheme, host, port):
+        return
+    request.scheme = scheme
+    request.data.port = port
+    request.host = host  # the Host header and authority follow scheme, host and port
 
 
 class StoreHealth:

@@ -17,6 +17,7 @@ org key onto the wire, so without it the gateway refuses to start (fail closed: 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import weakref
@@ -145,7 +146,9 @@ def _with_credential(command):
     credential = _wire_credentials.get(request)
     if credential is None:
         return command
-    wire = request.copy()
+    wire = copy.copy(request)  # shallow, with headers of its own: a full copy() serialises the body as well
+    wire.data = copy.copy(request.data)
+    wire.data.headers = request.headers.copy()
     wire.headers[credential[0]] = credential[1]
     return SendHttp(RequestHeaders(command.event.stream_id, wire, command.event.end_stream,
                                    command.event.replay_flow), command.connection)

@@ -31,6 +31,11 @@ class Reservation:
     slot: int
 
 
+# Budgets have a spent gauge per subject only where subjects are the configuration's names: per-IP or per-header
+# subjects come from clients, and a series each would grow without bound.
+BOUNDED_SUBJECTS = ("global", "consumer", "group")
+
+
 def _micro(usd: float) -> int:
     return math.ceil(usd * 1e6)
 
@@ -38,6 +43,7 @@ def _micro(usd: float) -> int:
 class Admit:
     def __init__(self, settings):
         self.settings = settings
+        self._gauges: dict[tuple, object] = {}  # (rule, period, amount, subject) -> gauge child
 
     async def request(self, flow):
         if not (record := pending(flow)):
@@ -61,16 +67,16 @@ class Admit:
         model = record.model or record.requested_model
         call = core.Call(record.consumer, record.group, record.client_ip, model, headers)
         now = time.time()
-        applicable = [(limit, core.counter_key(limit, value, now)) for limit in config.limits.limits
+        applicable = [(limit, core.counter_key(limit, value, now), value) for limit in config.limits.limits
                       if (value := core.subject(limit, call)) is not None]
         if not applicable:
             return None
         costs = {"requests": 1}
-        if any(limit.kind != "requests" for limit, _ in applicable):
+        if any(limit.kind != "requests" for limit, _, _ in applicable):
             prompt, output = await estimate()
             costs["tokens"] = prompt + output
             costs["usd"] = _micro(config.priced(record.provider, model, prompt, output).usd)
-        counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key in applicable]
+        counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key, _ in applicable]
         try:
             if record.cache_lookup:  # the cache's entry comes along in the same round trip
                 states, record.cache_entry = await self.settings.store().reserve(counters, record.cache_key)
@@ -83,18 +89,25 @@ class Admit:
                 return (503, "rate limits cannot be checked right now (shared store unavailable)",
                         Decision.LIMITED, "store_unavailable", {"retry-after": "1"})
             return None  # open: served uncounted (a reservation that did go through expires with its window)
-        for (limit, _), state in zip(applicable, states):
-            if limit.kind == "usd":  # the budget gauges show what the store last said
-                BUDGET_LIMIT.labels(limit.rule, limit.period).set(limit.amount / 1e6)
-                BUDGET_SPENT.labels(limit.rule, limit.period, core.subject(limit, call) or "all").set(state.used / 1e6)
-        headers = core.rate_headers([(limit, state) for (limit, _), state in zip(applicable, states)], now)
-        refused = [(limit, state) for (limit, _), state in zip(applicable, states) if not state.admitted]
+        for (limit, _, value), state in zip(applicable, states):
+            if limit.kind == "usd" and limit.per in BOUNDED_SUBJECTS:  # what the store last said
+                self._gauge(limit, value).set(state.used / 1e6)
+        pairs = [(limit, state) for (limit, _, _), state in zip(applicable, states)]
+        headers = core.rate_headers(pairs, now)
+        refused = [(limit, state) for limit, state in pairs if not state.admitted]
         if refused:
             return self._refusal(record, refused, costs, headers, now)
-        record.reservations = [Reservation(limit, c, state.slot)
-                               for (limit, _), c, state in zip(applicable, counters, states)]
+        record.reservations = [Reservation(limit, c, state.slot) for (limit, state), c in zip(pairs, counters)]
         record.limit_headers = headers
         return None
+
+    def _gauge(self, limit, value: str):
+        """The budget's spent gauge for this subject (label children are looked up once: labels() locks)."""
+        key = (limit.rule, limit.period, limit.amount, value)  # a reload that changes the amount sets it anew
+        if (gauge := self._gauges.get(key)) is None:
+            BUDGET_LIMIT.labels(limit.rule, limit.period).set(limit.amount / 1e6)
+            gauge = self._gauges[key] = BUDGET_SPENT.labels(limit.rule, limit.period, value or "all")
+        return gauge
 
     @staticmethod
     def _refusal(record, refused, costs, headers, now) -> tuple:

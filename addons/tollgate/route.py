@@ -10,7 +10,7 @@ from tollgate.core import health as core_health
 from tollgate.core import wire
 from tollgate.core.routing import Route as RouteTo
 from tollgate.core.routing import RouteError, destination, plan
-from tollgate.flows import pending, reject, strip_credentials
+from tollgate.flows import pending, point_at, reject, strip_credentials
 from tollgate.internals import send_with_credential
 
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -90,8 +90,8 @@ class Route:
             target = destination(route, route.dialect, None, "/v1/" + wire.chat_endpoint(route.dialect), "")
         else:
             target = destination(route, record.dialect, self.settings.config.providers.get(record.source), path, query)
-        if target.host:  # scheme first, then host, then port (setting host rewrites the Host header)
-            request.scheme, request.host, request.port = target.scheme, target.host, target.port
+        if target.host:
+            point_at(request, target.scheme, target.host, target.port)
         request.path = target.path
         if record.body is not None and route.model and record.body.get("model") not in (None, route.model):
             record.body["model"] = route.model

@@ -203,7 +203,9 @@ class WindowState:
 def window_state(admitted: bool, now_ms: int, slot: int, counts: dict[int, int], limit: int, cost: int) -> WindowState:
     """The state of a counter from its live slots (counts include the reservation when admitted)."""
     used = sum(counts.values())
-    live = [s for s, n in counts.items() if n > 0]
+    newest = max(counts, default=-1)
+    if newest >= 0 and counts[newest] <= 0:  # settled down to nothing: the newest slot that holds usage
+        newest = max((s for s, n in counts.items() if n > 0), default=-1)
     free_slot, need, freed = None, used + cost - limit, 0
     if not admitted:
         for s in sorted(counts):
@@ -211,7 +213,7 @@ def window_state(admitted: bool, now_ms: int, slot: int, counts: dict[int, int],
             if freed >= need:
                 free_slot = s
                 break
-    return WindowState(admitted, now_ms, slot, used, max(live) if live else -1, free_slot)
+    return WindowState(admitted, now_ms, slot, used, newest, free_slot)
 
 
 def remaining(limit: Limit, state: WindowState) -> int:

@@ -69,7 +69,10 @@ class MemoryStore:
         counts, expiry = self._counters.get(key, (None, 0))
         if counts is None or expiry <= now_ms:
             return {}
-        return {slot: n for slot, n in counts.items() if slot >= oldest}
+        if counts and min(counts) < oldest:  # slots that have left the window go (in place: no copy a call)
+            for slot in [s for s in counts if s < oldest]:
+                del counts[slot]
+        return counts
 
     def _keep(self, key: str, counts: dict[int, int], expiry_ms: int) -> None:
         self._counters[key] = (counts, expiry_ms)
