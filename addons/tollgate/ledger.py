@@ -36,9 +36,11 @@ class Ledger:
 
     def _ledger(self) -> LedgerDB:
         config = self.settings.config
-        if self.db is None or (self.db.path, self.db.jsonl) != (config.ledger_path, config.ledger_jsonl):
+        outbox = bool(config.ledger_url)
+        if self.db is None or (self.db.path, self.db.jsonl, self.db.outbox) != (config.ledger_path,
+                                                                              config.ledger_jsonl, outbox):
             path = config.ledger_path
-            old, self.db = self.db, LedgerDB(path, config.ledger_jsonl)
+            old, self.db = self.db, LedgerDB(path, config.ledger_jsonl, outbox)
             if old is not None:
                 old.close()
             log.info("tollgate: usage ledger at %s", path)

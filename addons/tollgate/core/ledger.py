@@ -24,8 +24,9 @@ def connect(path: str) -> sqlite3.Connection:
     return db
 
 
-def open_db(path: str) -> sqlite3.Connection:
-    """Opens (and creates or upgrades) the ledger; the connection does not checkpoint by itself."""
+def open_db(path: str, outbox: bool = False) -> sqlite3.Connection:
+    """Opens (and creates or upgrades) the ledger; the connection does not checkpoint by itself. outbox: rows are
+    shipped to a shared ledger, so unshipped rows are indexed (otherwise the index is one more page a row writes)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = connect(path)
     db.execute("PRAGMA journal_mode=WAL")
@@ -40,15 +41,19 @@ def open_db(path: str) -> sqlite3.Connection:
     if "shipped" not in have:  # the outbox mark: not a field of the record, not shipped itself
         db.execute("ALTER TABLE calls ADD COLUMN shipped INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)")
-    db.execute("CREATE INDEX IF NOT EXISTS calls_unshipped ON calls (shipped) WHERE shipped = 0")
+    if outbox:
+        db.execute("CREATE INDEX IF NOT EXISTS calls_unshipped ON calls (shipped) WHERE shipped = 0")
+    else:
+        db.execute("DROP INDEX IF EXISTS calls_unshipped")
     return db
 
 
 class LedgerDB:
-    def __init__(self, path: str, jsonl: str = ""):
+    def __init__(self, path: str, jsonl: str = "", outbox: bool = False):
         self.path = path
         self.jsonl = jsonl
-        self._db = open_db(path)
+        self.outbox = outbox
+        self._db = open_db(path, outbox)
         # Line-buffered append: one write() per row, no fsync (like the WAL commit); readers tail it.
         self._mirror = open(jsonl, "a", buffering=1, encoding="utf-8") if jsonl else None
         self._columns = list(stored_columns())

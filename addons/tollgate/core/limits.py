@@ -21,6 +21,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 
@@ -172,8 +173,7 @@ def reservation(endpoint: str, model: str, body: dict | None, default_max: int) 
     return tokens.estimate_prompt(model, body), max_output_tokens(endpoint, body, default_max)
 
 
-@dataclass(frozen=True)
-class Counter:
+class Counter(NamedTuple):  # a tuple: made three times a call (a frozen dataclass costs five times more)
     """One counter a call is charged to, as the store sees it."""
     key: str
     limit: int

@@ -372,13 +372,11 @@ class RedisClusterStore(RedisStore):
         return await self._call(self._reserve_grouped(counters))
 
     async def _reserve_grouped(self, counters: list[Counter]) -> list[WindowState]:
-        import dataclasses
-
         states: list[WindowState | None] = [None] * len(counters)
         charged: list[tuple[Counter, WindowState]] = []
         room = True
         for indices in self._by_slot([c.key for c in counters]).values():
-            group = [counters[i] if room else dataclasses.replace(counters[i], cost=0) for i in indices]
+            group = [counters[i] if room else counters[i]._replace(cost=0) for i in indices]
             out = await self._run_reserve(group)
             for i, state in zip(indices, self._states(group, out)):
                 states[i] = state
