@@ -4,6 +4,7 @@ that reach them the way a developer machine does (HTTPS_PROXY and the gateway CA
 from __future__ import annotations
 
 import contextlib
+import glob
 import http.client
 import os
 import re
@@ -68,6 +69,17 @@ class FakeLLM:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def journaled(ledger: Path | str) -> int:
+    """Bytes of rows the ledger's gateways have on disk but not yet in SQLite (core/ledger.py: Journal)."""
+    total = 0
+    for path in glob.glob(glob.escape(str(ledger)) + ".journal-*"):
+        try:
+            total += os.path.getsize(path)
+        except OSError:  # removed meanwhile: its rows are in
+            pass
+    return total
 
 
 class Gateway:
@@ -145,6 +157,10 @@ class Gateway:
             return httpx.Client(timeout=30, **kw)
 
     def rows(self, where: str = "1=1", args=()) -> list[dict]:
+        """The ledger's rows, once every row the gateway has journaled is in SQLite (an empty journal says so)."""
+        deadline = time.time() + 5
+        while time.time() < deadline and journaled(self.ledger_path):
+            time.sleep(0.005)
         db = sqlite3.connect(self.ledger_path)
         db.row_factory = sqlite3.Row
         try:

@@ -53,9 +53,11 @@ def test_killing_the_gateway_loses_no_finished_call(make_gateway, fake):
     client = gw.openai("any")
     for _ in range(3):
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
-    gw.proc.kill()  # SIGKILL: no shutdown hooks, no final checkpoint
+    gw.proc.kill()  # SIGKILL: no shutdown hooks, no last batch, no final checkpoint
     gw.proc.wait(10)
-    rows = gw.rows()
+    # Every finished call is on disk (the SQLite file, or the journal beside it that the next start puts in).
+    again = make_gateway({"providers": providers_to(fake), "ledger": {"path": str(gw.ledger_path)}})
+    rows = again.rows()
     assert len(rows) == 3 and all(r["status"] == 200 and r["completion_tokens"] == 12 for r in rows)
 
 

@@ -5,6 +5,7 @@ in the other files; these pin each step's contract with the record."""
 import asyncio
 import json
 import sqlite3
+import time
 
 import pytest
 from mitmproxy.test import taddons, tflow, tutils
@@ -75,6 +76,16 @@ def answer(flow, words: str = "hi there", prompt_tokens: int = 9, completion_tok
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
     flow.response = tutils.tresp(status_code=200, content=json.dumps(body).encode(),
                                  headers=((b"content-type", b"application/json"),))
+
+
+async def ledger_row(ledger, sql: str):
+    """A row of the ledger once the journal's rows are in SQLite (committed in batches on the event loop)."""
+    from harness import journaled
+
+    deadline = time.time() + 5
+    while journaled(ledger) and time.time() < deadline:
+        await asyncio.sleep(0.005)
+    return sqlite3.connect(ledger).execute(sql).fetchone()
 
 
 def error_of(flow) -> dict:
@@ -157,7 +168,7 @@ async def test_meter_settles_the_numbers_of_an_answer_and_the_ledger_writes_them
     assert (record.status, record.prompt_tokens, record.completion_tokens, record.usage_source) == (
         200, 1000, 100, "provider")
     assert record.cost_usd == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6) and record.priced_by == "catalog"
-    row = sqlite3.connect(ledger).execute("SELECT consumer, cost_usd, decision FROM calls").fetchone()
+    row = await ledger_row(ledger, "SELECT consumer, cost_usd, decision FROM calls")
     assert row == ("alice", record.cost_usd, "forwarded")
 
 
@@ -200,5 +211,5 @@ async def test_a_failing_step_refuses_and_still_writes_the_row(gate, monkeypatch
     await through_request(pipeline, flow)
     assert flow.response.status_code == 500 and error_of(flow)["code"] == "gateway_error"
     pipeline.response(flow)
-    row = sqlite3.connect(ledger).execute("SELECT decision, reason FROM calls").fetchone()
+    row = await ledger_row(ledger, "SELECT decision, reason FROM calls")
     assert row == ("gateway_error", "Guard failed in request: ValueError")  # the type, never the message

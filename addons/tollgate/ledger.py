@@ -1,4 +1,5 @@
-"""Writes every call's record to the usage ledger, committed before the answer completes.
+"""Writes every call's record to the usage ledger: on disk before the answer completes (the process's journal), in
+SQLite within milliseconds, in batches on the event loop (core/ledger.py: Journal, JournalCommitter).
 
 A row that cannot be written (full disk, locked or broken file) is never lost silently: it is counted in
 tollgate_ledger_errors_total, the outage is logged once when it starts and once when it ends, /healthz answers 503
@@ -12,7 +13,7 @@ import logging
 import time
 
 from tollgate.core import ledger_pg
-from tollgate.core.ledger import LedgerDB
+from tollgate.core.ledger import Journal, JournalCommitter, LedgerDB, recover_journals
 from tollgate.core.record import Decision
 from tollgate.flows import pending, record_of, reject
 from tollgate.metrics import LEDGER_BACKLOG, LEDGER_ERRORS, health
@@ -31,20 +32,45 @@ class Ledger:
     def __init__(self, settings):
         self.settings = settings
         self.db: LedgerDB | None = None
+        self.journal: Journal | None = None
+        self.committer: JournalCommitter | None = None
+        self._commit_at: asyncio.TimerHandle | None = None
         self._checkpoints: asyncio.Task | None = None
         self._shipper: Shipper | None = None
 
     def _ledger(self) -> LedgerDB:
         config = self.settings.config
         outbox = bool(config.ledger_url)
-        if self.db is None or (self.db.path, self.db.jsonl, self.db.outbox) != (config.ledger_path,
-                                                                              config.ledger_jsonl, outbox):
+        if self.db is None or (self.db.path, self.journal.mirror, self.db.outbox) != (config.ledger_path,
+                                                                                    config.ledger_jsonl, outbox):
             path = config.ledger_path
-            old, self.db = self.db, LedgerDB(path, config.ledger_jsonl, outbox)
-            if old is not None:
-                old.close()
+            self._close()
+            self.db = LedgerDB(path, outbox=outbox)
+            if recovered := recover_journals(self.db):
+                log.warning("tollgate: %d calls of a gateway process that ended abruptly were put in the ledger",
+                            recovered)
+            self.journal = Journal(path, config.ledger_jsonl)  # the JSONL mirror is written as rows come
+            self.committer = JournalCommitter(self.journal, self.db)
             log.info("tollgate: usage ledger at %s", path)
         return self.db
+
+    def _close(self) -> None:
+        """The last rows go in, then the files close (a journal with rows SQLite did not take stays for the next
+        start)."""
+        if self._commit_at is not None:
+            self._commit_at.cancel()
+            self._commit_at = None
+        if self.committer is not None:
+            try:
+                self.committer.commit()
+            except Exception as e:
+                log.error("tollgate: the usage ledger cannot be written (%s: %s); rows wait in the journal beside "
+                          "it for the next start", type(e).__name__, e)
+        if self.journal is not None:
+            self.journal.close()
+        if self.db is not None:
+            self.db.close()
+        self.db = self.journal = self.committer = None
 
     def running(self):  # sync on purpose (hot reload)
         if self.settings.config is None:  # a bad configuration at start: mitmproxy is exiting
@@ -63,9 +89,7 @@ class Ledger:
         if self._shipper is not None:
             self._shipper.stop()
             self._shipper = None
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        self._close()
 
     async def _checkpoint_loop(self) -> None:
         last_prune = 0.0
@@ -95,19 +119,47 @@ class Ledger:
         self.write(record.row())
 
     def write(self, row: dict) -> None:
-        """One row (a call's, or one the gateway made on a call's behalf: its embeddings)."""
+        """One row (a call's, or one the gateway made on a call's behalf: its embeddings): in the journal now,
+        in SQLite with the next batch."""
         try:
-            self._ledger().write(row)
+            self._ledger()
+            self.journal.append(row)
         except Exception as e:
-            LEDGER_ERRORS.inc()
-            if health.ledger_ok:
-                log.error("tollgate: the usage ledger cannot be written (%s: %s); calls go unrecorded until it can "
-                          "(ledger.on_error: %s)", type(e).__name__, e, self.settings.config.ledger_on_error)
-            health.ledger_ok = False
+            self._failed(e)
+            return
+        self._commit_later(JournalCommitter.BATCH_SECONDS)
+
+    def _commit_later(self, delay: float) -> None:
+        if self._commit_at is None:
+            try:
+                self._commit_at = asyncio.get_running_loop().call_later(delay, self._commit)
+            except RuntimeError:  # no event loop (a script): commit now
+                self._commit()
+
+    def _commit(self) -> None:
+        self._commit_at = None
+        if self.committer is None:
+            return
+        try:
+            done = self.committer.commit(JournalCommitter.MAX_BYTES)
+        except Exception as e:
+            self._failed(e, queued=True)
+            self._commit_later(JournalCommitter.RETRY_SECONDS)
             return
         if not health.ledger_ok:
             log.warning("tollgate: the usage ledger is writable again")
             health.ledger_ok = True
+        if not done:  # a backlog: the next batch after whatever else waits on the loop
+            self._commit_later(0)
+
+    def _failed(self, e: Exception, queued: bool = False) -> None:
+        """queued: the rows are in the journal, on disk, and go in when SQLite takes them again."""
+        LEDGER_ERRORS.inc()
+        if health.ledger_ok:
+            fate = f"rows wait in {self.journal.path}" if queued and self.journal else "calls go unrecorded"
+            log.error("tollgate: the usage ledger cannot be written (%s: %s); %s until it can (ledger.on_error: %s)",
+                      type(e).__name__, e, fate, self.settings.config.ledger_on_error)
+        health.ledger_ok = False
 
     def error(self, flow):
         self.response(flow)
