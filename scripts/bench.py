@@ -50,11 +50,12 @@ TARGETS = {"default chain": "≥ 85% req/s, ≤ +0.5 ms p50, TTFT ≤ +0.5 ms", 
            "chain + pool, fallback": "= default chain", "chain, ledger on postgres": "p50 vs default chain",
            "chain, redis, 2 workers": "c=8 vs 1 worker", "chain + content security": "TTFT: one window held"}
 _prompts = itertools.count()
-_run = uuid.uuid4().hex[:8]
+_run = uuid.uuid4().hex[:8].translate(str.maketrans("0123456789", "ghijklmnop"))  # letters: no digit run a
+# guard detector could take for a card number (the call counter stays apart, after a word)
 
 
 def body(stream: bool = False, fixed: bool = False) -> dict:
-    text = "benchmark me" if fixed else f"benchmark me {_run}-{next(_prompts)}"
+    text = "benchmark me" if fixed else f"benchmark me {_run} call {next(_prompts)}"
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **({"stream": True} if stream else {})}
 
 
