@@ -3,6 +3,8 @@ the client called (not the rewritten upstream), and the finished call's ledger r
 
 from __future__ import annotations
 
+from mitmproxy import ctx
+
 from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import point_at, record_of
 
@@ -16,12 +18,32 @@ MARKERS = {Decision.REJECTED: ":heavy_multiplication_x:", Decision.LIMITED: ":za
 MASKED, FAILED = ":eight_pointed_black_star:", ":warning:"  # ✴ a prompt was masked; ⚠ any other 5xx answer
 
 
+def shown() -> bool:
+    """Does anything show or keep flows? mitmweb and the console (their flow view), a flow file, a HAR dump.
+    mitmdump's log line is written before the gateway's answer-phase steps run, so it does not count."""
+    options = ctx.options
+    return (ctx.master.addons.get("view") is not None  # a sequence of flows: empty at the start, so no bool()
+            or bool(getattr(options, "save_stream_file", None) or getattr(options, "hardump", None)))
+
+
 class Annotate:
     always = True  # bookkeeping: runs even after another step failed
+
+    def __init__(self):
+        self.shown = True
+
+    def running(self):
+        self.shown = shown()
+
+    def configure(self, updated):
+        if {"save_stream_file", "hardump"} & updated:
+            self.shown = shown()
 
     def response(self, flow):
         if (record := record_of(flow)) and not record.session_open:
             flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
+            if not self.shown:  # nobody sees the comment, the marker or the URL: not worth a call's time
+                return
             if record.client_url and not record.untouched:  # mitmweb lists the URL the client called, not ours
                 scheme, host, port, flow.request.path = record.client_url
                 point_at(flow.request, scheme, host, port)

@@ -33,6 +33,7 @@ class Health:
         self.budget: core.RetryBudget | None = None
         self._of = None  # the configuration state and budget were made for
         self._inflight: dict[str, weakref.WeakSet] = {}
+        self._counts_busy = False  # only strategy least_busy asks how busy a provider is
         self._sync: asyncio.Task | None = None
 
     # --- for Route and Fallback ------------------------------------------------------------------------------
@@ -44,6 +45,7 @@ class Health:
             if old is not None:
                 self.state.states, self.state.failures = old.states, old.failures
             self.budget = core.RetryBudget(config.retry.budget, config.retry.min_per_minute)
+            self._counts_busy = any(rule.strategy == "least_busy" for rule in config.rules)
             self._of = config
         return self.state
 
@@ -51,6 +53,8 @@ class Health:
         return len(self._inflight.get(provider, ()))
 
     def started(self, flow, provider: str) -> None:
+        if not self._counts_busy:
+            return
         self.finished(flow)
         self._inflight.setdefault(provider, weakref.WeakSet()).add(flow)
 

@@ -11,6 +11,7 @@ latest (see fallback.py)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -21,6 +22,7 @@ DEFAULT_COOLDOWN_S = 60.0
 MAX_COOLDOWN_S = 3600.0        # a provider's retry-after cannot bench a key for longer than this
 
 
+@functools.lru_cache(maxsize=1024)  # org keys, from the configuration: asked for on every call
 def key_id(key: str) -> str:
     """A short, stable name for an org key in logs and metrics (never the key)."""
     return hashlib.sha256(key.encode()).hexdigest()[:8]

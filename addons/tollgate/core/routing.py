@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+import functools
 from urllib.parse import urlsplit
 
 from . import wire
@@ -215,6 +216,11 @@ def _endpoint(path: str, source_base: str) -> str:
     return path.lstrip("/")
 
 
+@functools.lru_cache(maxsize=256)  # base URLs from the configuration, split on every call otherwise
+def _split(url: str):
+    return urlsplit(url)
+
+
 def destination(route: Route, dialect: str, source: Provider | None, path: str, query: str) -> Destination:
     """Where the request goes. The same provider keeps its path; another provider gets its own base path."""
     target = route.provider
@@ -224,10 +230,10 @@ def destination(route: Route, dialect: str, source: Provider | None, path: str, 
             new_path = replace_gemini_model(path, route.model)
         elif target.spec.deployment_paths and route.model and (parts := azure_path_parts(path)):
             new_path = path.replace(f"/deployments/{parts[0]}/", f"/deployments/{route.model}/", 1)
-        base = urlsplit(target.upstream) if target.upstream else None
+        base = _split(target.upstream) if target.upstream else None
     else:
-        base_path = urlsplit(target.base_url).path.rstrip("/")
-        source_base = urlsplit(source.base_url).path.rstrip("/") if source else "/v1"
+        base_path = _split(target.base_url).path.rstrip("/")
+        source_base = _split(source.base_url).path.rstrip("/") if source else "/v1"
         if dialect == ANTHROPIC:
             new_path = f"{base_path}/messages" if not path.endswith("count_tokens") else f"{base_path}/messages/count_tokens"
         elif dialect == GEMINI:
@@ -239,7 +245,7 @@ def destination(route: Route, dialect: str, source: Provider | None, path: str, 
         if target.spec.deployment_paths:
             query = _with_param(query, "api-version", target.api_version)
         # new_path already starts with the base URL's path; an upstream override adds its own prefix.
-        base = urlsplit(target.upstream) if target.upstream else urlsplit(target.base_url)._replace(path="")
+        base = _split(target.upstream) if target.upstream else _split(target.base_url)._replace(path="")
     full = new_path + (f"?{query}" if query else "")
     if base is None:  # same provider, no override: nothing but the path may change
         return Destination("", "", 0, full)
