@@ -65,8 +65,7 @@ class Limit:
         return f"{amount} per {self.period}" if self.period else f"{amount} per {format_duration(self.window_s * 1000)}"
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):  # made on every call: a tuple costs less than a frozen dataclass
     """What limits look at: plain facts about one call."""
     consumer: str
     group: str
@@ -260,7 +259,8 @@ def rate_headers(states: list[tuple[Limit, WindowState]], now: float) -> dict[st
         mine = [(limit, state) for limit, state in states if limit.kind == kind and not limit.period]
         if not mine:
             continue
-        limit, state = min(mine, key=lambda pair: (remaining(*pair), -reset_ms(pair[0], pair[1], now)))
+        limit, state = mine[0] if len(mine) == 1 else min(
+            mine, key=lambda pair: (remaining(*pair), -reset_ms(pair[0], pair[1], now)))
         headers[f"x-ratelimit-limit-{kind}"] = str(limit.amount)
         headers[f"x-ratelimit-remaining-{kind}"] = str(remaining(limit, state))
         headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset_ms(limit, state, now))

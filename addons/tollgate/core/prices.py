@@ -4,6 +4,7 @@ long contexts, cache reads and writes, time-of-day prices), then the `default` p
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ class PriceTable:
     default: Price = Price(1.0, 4.0, 0.5)
     models: dict[str, Price] = field(default_factory=dict)  # local overrides: exact name or prefix
     catalog: bool = True                                    # consult genai-prices
+    _how: dict = field(default_factory=dict, compare=False, repr=False)  # (type, model, minute) -> how priced
 
     def override(self, model: str) -> Price | None:
         """Exact name, else the longest listed prefix."""
@@ -99,26 +101,43 @@ class PriceTable:
     def priced(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
                cache_write_tokens: int = 0, provider_type: str = "", at: float | None = None) -> Priced:
         """prompt_tokens counts every input token, cached and cache-written ones included."""
-        if (local := self.override(model)) is not None:
-            return Priced(local.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), OVERRIDE)
-        found = _catalog_model(provider_type, model) if self.catalog and model else None
-        if found is not None:
-            provider, entry = found
-            written = min(cache_write_tokens, prompt_tokens)
-            cached = min(cached_tokens, prompt_tokens - written)
-            when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
-            if (rates := _linear_rates(entry.get_prices(when))) is not None:  # the common case, ~50x cheaper
-                plain = prompt_tokens - cached - written
-                return Priced((plain * rates[0] + cached * rates[1] + written * rates[2]
-                               + completion_tokens * rates[3]) / 1e6, CATALOG)
+        at = time.time() if at is None else at
+        key = (provider_type, model, int(at // 60))  # how a model is priced, found once a minute (twice a call)
+        if (how := self._how.get(key)) is None:
+            if len(self._how) >= 4096:  # model names come from clients: bounded
+                self._how.clear()
+            how = self._how[key] = self._find(model, provider_type, at)
+        kind, price = how
+        if kind == OVERRIDE:
+            return Priced(price.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), OVERRIDE)
+        written = min(cache_write_tokens, prompt_tokens)
+        cached = min(cached_tokens, prompt_tokens - written)
+        if kind == CATALOG:  # linear rates: the common case, ~50x cheaper than the catalogue's own computation
+            plain = prompt_tokens - cached - written
+            return Priced((plain * price[0] + cached * price[1] + written * price[2]
+                           + completion_tokens * price[3]) / 1e6, CATALOG)
+        if kind == "tiered":
+            provider, entry = price
             usage = Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens, cache_read_tokens=cached,
                           cache_write_tokens=written)
             try:
-                return Priced(float(entry.calc_price(usage, provider, genai_request_timestamp=when).total_price),
-                              CATALOG)
+                return Priced(float(entry.calc_price(usage, provider, genai_request_timestamp=datetime.fromtimestamp(
+                    at, UTC)).total_price), CATALOG)
             except (ValueError, ArithmeticError):  # a price the catalogue cannot compute for this usage
                 pass
         return Priced(self.default.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens), DEFAULT)
+
+    def _find(self, model: str, provider_type: str, at: float) -> tuple[str, object]:
+        """(OVERRIDE, Price) | (CATALOG, linear rates) | ("tiered", (provider, entry)) | (DEFAULT, None)."""
+        if (local := self.override(model)) is not None:
+            return OVERRIDE, local
+        found = _catalog_model(provider_type, model) if self.catalog and model else None
+        if found is None:
+            return DEFAULT, None
+        provider, entry = found
+        if (rates := _linear_rates(entry.get_prices(datetime.fromtimestamp(at, UTC)))) is not None:
+            return CATALOG, rates
+        return "tiered", found
 
 
 DEFAULT_PRICES = Path(__file__).resolve().parents[3] / "config" / "prices.yaml"
