@@ -82,9 +82,12 @@ def prompt_text(body: dict | None) -> list[str]:
     return [container[key] for container, key in prompt_slots(body)]
 
 
-def estimate_prompt(model: str, body: dict | None) -> int:
-    """Prompt tokens of a request: its text plus OpenAI's per-message framing (3 per message, 3 to prime)."""
+def estimate_prompt(model: str, body: dict | None, bound_below: int = 0) -> int:
+    """Prompt tokens of a request: its text plus OpenAI's per-message framing (3 per message, 3 to prime).
+    bound_below: a piece shorter than this many characters counts as many tokens as it has UTF-8 bytes, an upper
+    bound (a token is at least one byte) without the tokenizer, for a reservation's worst case."""
     pieces = prompt_text(body)
     messages = body.get("messages") if isinstance(body, dict) else None
     framing = 3 * len(messages) + 3 if isinstance(messages, list) else 0
-    return sum(count_text(model, p) for p in pieces) + framing
+    return sum(len(p.encode("utf-8", "surrogatepass")) if len(p) < bound_below else count_text(model, p)
+               for p in pieces) + framing
