@@ -88,6 +88,7 @@ addons = [
         Annotate(),               # mitmweb: comment and marker
         LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)
         Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)
-        ledger,                   # one row per call, committed before the answer completes
+        ledger,                   # one row per call, on disk before the answer completes
+        settings=settings,        # steps of features the configuration leaves unset are not called
     ),
 ]

@@ -213,3 +213,29 @@ async def test_a_failing_step_refuses_and_still_writes_the_row(gate, monkeypatch
     pipeline.response(flow)
     row = await ledger_row(ledger, "SELECT decision, reason FROM calls")
     assert row == ("gateway_error", "Guard failed in request: ValueError")  # the type, never the message
+
+
+async def test_a_step_the_configuration_leaves_idle_is_not_called_until_a_reload_uses_it():
+    from types import SimpleNamespace
+
+    from tollgate.pipeline import Pipeline
+
+    class Feature:
+        calls = 0
+
+        @staticmethod
+        def active(config) -> bool:
+            return config.feature
+
+        def request(self, flow):
+            Feature.calls += 1
+
+    settings = SimpleNamespace(config=SimpleNamespace(feature=False))
+    pipeline = Pipeline(Feature(), settings=settings)
+    await pipeline.request(tflow.tflow())
+    assert Feature.calls == 0
+    settings.config = SimpleNamespace(feature=True)  # a reload turns the feature on
+    await pipeline.request(tflow.tflow())
+    assert Feature.calls == 1
+    await Pipeline(Feature()).request(tflow.tflow())  # without settings: every step, always
+    assert Feature.calls == 2

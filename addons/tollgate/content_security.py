@@ -136,6 +136,10 @@ class PromptSecurity:
         self.settings = settings
         self.checker = checker
 
+    @staticmethod
+    def active(config) -> bool:  # only with content_security set
+        return config.content_security is not None
+
     async def request(self, flow):
         if not (record := pending(flow)) or record.body is None or not self.checker.rules("prompt", record):
             return
@@ -163,6 +167,10 @@ class AnswerSecurity:
     def __init__(self, settings, checker: Checker):
         self.settings = settings
         self.checker = checker
+
+    @staticmethod
+    def active(config) -> bool:  # only with content_security set
+        return config.content_security is not None
 
     def load(self, loader):
         internals.stream_wait = self._stream_wait

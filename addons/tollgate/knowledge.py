@@ -90,6 +90,10 @@ class Knowledge:
         self.settings = settings
         self.embedder = embedder
 
+    @staticmethod
+    def active(config) -> bool:  # the pipeline leaves it out while no knowledge base is set
+        return bool(config.knowledge)
+
     async def request(self, flow):
         if not (record := pending(flow)) or record.body is None:
             return
@@ -140,6 +144,10 @@ class SemanticLookup:
         self.settings = settings
         self.embedder = embedder
 
+    @staticmethod
+    def active(config) -> bool:  # only with a semantic cache
+        return config.cache is not None and config.cache.semantic is not None
+
     async def request(self, flow):
         if not (record := pending(flow)) or record.cache != "miss" or record.body is None:
             return
@@ -178,6 +186,10 @@ class SemanticFill:
         self.settings = settings
         self.embedder = embedder
         self._tasks: set[asyncio.Task] = set()  # the loop holds tasks weakly
+
+    @staticmethod
+    def active(config) -> bool:  # only with a semantic cache
+        return config.cache is not None and config.cache.semantic is not None
 
     def response(self, flow):  # the answer does not wait for the index
         record = record_of(flow)

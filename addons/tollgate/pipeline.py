@@ -70,13 +70,28 @@ def _took(flow, started: float) -> None:
 
 
 class Pipeline:
-    def __init__(self, *steps):
+    """settings: when given, a step with active(config) False (a feature the configuration leaves unset) is left
+    out of the flow hooks until a configuration turns it on: an idle step costs a call nothing."""
+
+    def __init__(self, *steps, settings=None):
         self.steps = steps
+        self._settings = settings
+        self._built_for = None
+        self._build(None)
+        self._retries = [(s.wants, s.retry) for s in steps if callable(getattr(s, "retry", None))]
+
+    def _build(self, config) -> None:
+        steps = [s for s in self.steps if config is None or not hasattr(s, "active") or s.active(config)]
         self._hooks = {hook: [(getattr(s, hook), inspect.iscoroutinefunction(getattr(s, hook)),
                                getattr(s, "always", False), type(s).__name__)
                               for s in steps if callable(getattr(s, hook, None))]
                        for hook in GUARDED}
-        self._retries = [(s.wants, s.retry) for s in steps if callable(getattr(s, "retry", None))]
+        self._built_for = config
+
+    def _current(self) -> None:
+        """The hooks of the steps the current configuration uses (rebuilt after a reload)."""
+        if self._settings is not None and (config := self._settings.config) is not self._built_for:
+            self._build(config)
 
     # Lifecycle: forwarded as they are (a bad configuration must still fail the start loudly).
     def _each(self, hook: str, *args) -> None:
@@ -121,6 +136,7 @@ class Pipeline:
 
     async def _request_phase(self, flow, stage: str) -> None:
         started = time.perf_counter()
+        self._current()
         for hook, is_async, _, name in self._hooks[stage]:
             if flow.response or flow.error or not flow.live:
                 break
@@ -146,6 +162,7 @@ class Pipeline:
         _took(flow, started)
 
     def _responseheaders(self, flow):
+        self._current()
         for hook, _, _, name in self._hooks["responseheaders"]:
             try:
                 hook(flow)
@@ -169,6 +186,7 @@ class Pipeline:
         record.answered_here = True  # what the client gets is the gateway's own answer
 
     async def websocket_message(self, flow):
+        self._current()
         for hook, is_async, _, name in self._hooks["websocket_message"]:
             try:
                 await hook(flow) if is_async else hook(flow)
@@ -237,10 +255,12 @@ class Pipeline:
         except Exception as e:  # the tap finds the check unfinished: it holds the text (fail closed)
             self._report(flow, "stream_wait", "ContentSecurity", e)
 
-    def _answer_phase(self, flow, stage: str, start: int = 0, failed: bool = False):
+    def _answer_phase(self, flow, stage: str, start: int = 0, failed: bool = False, hooks: list | None = None):
         """The answer-phase steps in order. A step may return an awaitable (a check it must wait for): the rest of
         the phase then continues once it is done, and the hook returns that continuation for mitmproxy to await."""
-        hooks = self._hooks[stage]
+        if hooks is None:  # a continuation keeps the steps it started with, whatever a reload did meanwhile
+            self._current()
+            hooks = self._hooks[stage]
         for i in range(start, len(hooks)):
             hook, _, always, name = hooks[i]
             if failed and not always:
@@ -248,19 +268,19 @@ class Pipeline:
             try:
                 result = hook(flow)
                 if result is not None and inspect.isawaitable(result):
-                    return self._answer_phase_after(flow, stage, i, result, failed)
+                    return self._answer_phase_after(flow, stage, hooks, i, result, failed)
             except Exception as e:
                 self._step_failed(flow, stage, name, e, failed)
                 failed = True
         return None
 
-    async def _answer_phase_after(self, flow, stage: str, index: int, awaiting, failed: bool) -> None:
+    async def _answer_phase_after(self, flow, stage: str, hooks: list, index: int, awaiting, failed: bool) -> None:
         try:
             await awaiting
         except Exception as e:
-            self._step_failed(flow, stage, self._hooks[stage][index][3], e, failed)
+            self._step_failed(flow, stage, hooks[index][3], e, failed)
             failed = True
-        rest = self._answer_phase(flow, stage, index + 1, failed)
+        rest = self._answer_phase(flow, stage, index + 1, failed, hooks)
         if rest is not None:
             await rest
 

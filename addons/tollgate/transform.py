@@ -24,6 +24,10 @@ class Transformer:
         self.settings = settings
         self.calls = calls
 
+    @staticmethod
+    def active(config) -> bool:  # the pipeline leaves it out while no transform rule is set
+        return bool(config.transform)
+
     def _rule(self, flow, side: str):
         if record_of(flow) is not None:  # LLM calls are the gateway's own business
             return None

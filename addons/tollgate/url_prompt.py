@@ -20,6 +20,10 @@ class UrlPromptIn:
         self.settings = settings
         self._bodies: "weakref.WeakKeyDictionary[object, bytes]" = weakref.WeakKeyDictionary()
 
+    @staticmethod
+    def active(config) -> bool:  # the pipeline leaves it out while url_prompt is unset
+        return config.url_prompt is not None
+
     def requestheaders(self, flow):
         config = self.settings.config.url_prompt
         request = flow.request
@@ -47,6 +51,10 @@ class UrlPromptOut:
 
     def __init__(self, settings):
         self.settings = settings
+
+    @staticmethod
+    def active(config) -> bool:  # the pipeline leaves it out while url_prompt is unset
+        return config.url_prompt is not None
 
     def response(self, flow):
         record = record_of(flow)
