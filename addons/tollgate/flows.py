@@ -175,9 +175,16 @@ class SharedStore:
         except StoreError:
             return [None] * len(keys)
 
+    def reserve_now(self, counters: list, fetch: str = ""):
+        """reserve() of the in-process store, which answers at once (callers check in_process first)."""
+        states = self.store.reserve_now(counters)
+        return (states, self.store.get_now(fetch)) if fetch else states
+
     async def reserve(self, counters: list, fetch: str = ""):
         """Raises StoreError in an outage: the limits' on_store_error decides. With `fetch`, the value under that
         key comes along in the same round trip: (states, value)."""
+        if self.in_process:
+            return self.reserve_now(counters, fetch)
         if fetch:
             return await self._call(self.store.reserve_and_get(counters, fetch))
         return await self._call(self.store.reserve(counters))

@@ -77,12 +77,15 @@ class Admit:
             costs["tokens"] = prompt + output
             costs["usd"] = _micro(config.priced(record.provider, model, prompt, output).usd)
         counters = [core.counter(limit, key, costs[limit.kind], now) for limit, key, _ in applicable]
+        store = self.settings.store()
+        fetch = record.cache_key if record.cache_lookup else ""  # the cache's entry comes in the same round trip
         try:
-            if record.cache_lookup:  # the cache's entry comes along in the same round trip
-                states, record.cache_entry = await self.settings.store().reserve(counters, record.cache_key)
+            reserved = store.reserve_now(counters, fetch) if store.in_process else await store.reserve(counters, fetch)
+            if fetch:
+                states, record.cache_entry = reserved
                 record.cache_fetched = True
             else:
-                states = await self.settings.store().reserve(counters)
+                states = reserved
         except StoreError:
             record.limited_by = "store unavailable"
             if config.limits.on_store_error == "closed":

@@ -81,6 +81,10 @@ class MemoryStore:
             self._counters.popitem(last=False)
 
     async def reserve(self, counters: list[Counter]) -> list[WindowState]:
+        return self.reserve_now(counters)
+
+    def reserve_now(self, counters: list[Counter]) -> list[WindowState]:
+        """reserve() without a coroutine: this store answers at once."""
         now = int(self._wall() * 1000)
         slots = [_slot(now, c.slot_ms) for c in counters]
         counts = [self._counter(c.key, now, slot - c.slots) for c, slot in zip(counters, slots)]
@@ -103,13 +107,16 @@ class MemoryStore:
             self._keep(c.key, counts, now + c.ttl_ms)
 
     async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]:
-        return await self.reserve(counters), await self.get(key)
+        return self.reserve_now(counters), self.get_now(key)
 
     async def write(self, writes: list[tuple]) -> None:
         for kind, *args in writes:
             await (self.set(*args) if kind == "set" else self.settle(*args))
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -120,7 +127,7 @@ class MemoryStore:
         return entry[0]
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        return [await self.get(key) for key in keys]
+        return [self.get_now(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         if _size(key, value) > self.max_bytes:
