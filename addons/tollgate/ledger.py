@@ -41,8 +41,8 @@ class Ledger:
     def _ledger(self) -> LedgerDB:
         config = self.settings.config
         outbox = bool(config.ledger_url)
-        if self.db is None or (self.db.path, self.journal.mirror, self.db.outbox) != (config.ledger_path,
-                                                                                    config.ledger_jsonl, outbox):
+        if self.journal is None or (self.db.path, self.journal.mirror, self.db.outbox) != (
+                config.ledger_path, config.ledger_jsonl, outbox):  # (a half-made ledger is made again)
             path = config.ledger_path
             self._close()
             self.db = LedgerDB(path, outbox=outbox)

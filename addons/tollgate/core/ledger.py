@@ -2,9 +2,9 @@
 
 A gateway's rows reach the disk before the answer completes, so killing the gateway loses no finished call: each
 row is one append to the process's journal (Journal: one write(), no fsync; the same promise as an SQLite WAL commit
-with synchronous=NORMAL, which this replaced on the event loop: ~0.1 ms a call of page writes and file locks, now a
-writer thread's, in batches). The journal is committed to SQLite within milliseconds and emptied once all of it is
-there; a journal whose process died is committed by the next process that opens the ledger. The checkpoint that
+with synchronous=NORMAL, which it replaced: that commit cost the event loop ~0.1 ms a call in page writes and file
+locks). JournalCommitter puts the journal into SQLite in batches, one transaction each, and empties it once all of
+it is there; a journal whose process died is committed by the next process that opens the ledger. The checkpoint that
 copies the WAL into the database and fsyncs is switched off on the writing connection and run by checkpoint() from
 a worker thread instead; it also keeps the WAL from growing without bound.
 """
@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -150,8 +149,8 @@ class _Segment:
 
 
 class Journal:
-    """This process's rows on their way into the SQLite ledger: appended whole, one write() each, to files the
-    process holds a lock on for its life (`<ledger>.journal-<pid>-<n>`; one nobody holds belongs to a process that
+    """This process's rows on their way into the SQLite ledger (used from one thread, the event loop): appended
+    whole, one write() each, to files the process holds a lock on for its life (`<ledger>.journal-<pid>-<n>`; one nobody holds belongs to a process that
     died). JournalWriter commits what is new; a file is emptied once all of it is in, and one that grew past
     ROTATE_BYTES is followed by a new one and removed when all of it is in (so a busy gateway's journal stays small)."""
 
@@ -162,7 +161,6 @@ class Journal:
         self.mirror = mirror
         # ledger.jsonl: the same lines, line-buffered (one write() a row, no fsync); readers tail it.
         self._mirror = open(mirror, "a", buffering=1, encoding="utf-8") if mirror else None
-        self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._next = 0
         self._current = self._new_segment()
@@ -187,51 +185,52 @@ class Journal:
     def append(self, row: dict) -> None:
         """On disk when this returns (the OS has it; no fsync). Raises OSError: a full disk, say."""
         line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            segment = self._current
+        segment = self._current
+        try:
+            written = os.write(segment.fd, line)
+        except OSError:
+            os.ftruncate(segment.fd, segment.size)
+            raise
+        if written != len(line):  # no half row may stay: the next one would not parse
+            os.ftruncate(segment.fd, segment.size)
+            raise OSError(errno.ENOSPC, "the ledger journal could not be written whole")
+        segment.size += written
+        if self._mirror is not None:
+            self._mirror.write(line.decode())
+        if segment.size >= self.ROTATE_BYTES:
             try:
-                written = os.write(segment.fd, line)
-            except OSError:
-                os.ftruncate(segment.fd, segment.size)
-                raise
-            if written != len(line):  # no half row may stay: the next one would not parse
-                os.ftruncate(segment.fd, segment.size)
-                raise OSError(errno.ENOSPC, "the ledger journal could not be written whole")
-            segment.size += written
-            if self._mirror is not None:
-                self._mirror.write(line.decode())
-            if segment.size >= self.ROTATE_BYTES:
-                try:
-                    self._current = self._new_segment()
-                except OSError:  # the row is in; the next file is tried with the next row
-                    pass
+                self._current = self._new_segment()
+            except OSError:  # the row is in; the next file is tried with the next row
+                pass
 
     def pending(self, max_bytes: int) -> tuple[_Segment, bytes]:
         """The oldest file with rows not yet in SQLite, and those rows' text: whole lines, about max_bytes."""
-        with self._lock:
-            while len(self._segments) > 1 and self._segments[0].done >= self._segments[0].size:
-                self._retire(self._segments.pop(0))
-            segment = self._segments[0]
-            size = segment.size
+        while len(self._segments) > 1 and self._segments[0].done >= self._segments[0].size:
+            self._retire(self._segments.pop(0))
+        segment = self._segments[0]
+        size = segment.size
         if size <= segment.done:
             return segment, b""
-        data = os.pread(segment.fd, size - segment.done, segment.done)
-        if len(data) > max_bytes:  # cut after the last whole line within the budget (at least one line)
-            end = data.rfind(b"\n", 0, max_bytes)
-            data = data[:(end if end >= 0 else data.index(b"\n")) + 1]
-        return segment, data
+        data = os.pread(segment.fd, min(size - segment.done, max_bytes), segment.done)
+        end = data.rfind(b"\n")  # whole lines only (one row longer than the budget: read to its end)
+        if end < 0:
+            data = os.pread(segment.fd, size - segment.done, segment.done)
+            end = data.index(b"\n")
+        return segment, data[:end + 1]
+
+    def empty(self) -> bool:
+        return all(segment.done >= segment.size for segment in self._segments)
 
     def committed(self, segment: _Segment, n: int) -> None:
-        with self._lock:
-            segment.done += n
-            if segment.done < segment.size:
-                return
-            if segment is self._current:  # all of it is in SQLite: start over (an empty journal means that)
-                os.ftruncate(segment.fd, 0)
-                segment.size = segment.done = 0
-            else:
-                self._segments.remove(segment)
-                self._retire(segment)
+        segment.done += n
+        if segment.done < segment.size:
+            return
+        if segment is self._current:  # all of it is in SQLite: start over (an empty journal means that)
+            os.ftruncate(segment.fd, 0)
+            segment.size = segment.done = 0
+        else:
+            self._segments.remove(segment)
+            self._retire(segment)
 
     @staticmethod
     def _retire(segment: _Segment) -> None:
@@ -243,13 +242,12 @@ class Journal:
 
     def close(self) -> None:
         """Closes the files; those with rows not yet in stay for the next process to commit."""
-        with self._lock:
-            for segment in self._segments:
-                if segment.done >= segment.size:
-                    self._retire(segment)
-                else:
-                    os.close(segment.fd)
-            self._segments = []
+        for segment in self._segments:
+            if segment.done >= segment.size:
+                self._retire(segment)
+            else:
+                os.close(segment.fd)
+        self._segments = []
         if self._mirror is not None:
             self._mirror.close()
 
@@ -320,15 +318,16 @@ class JournalCommitter:
         self.journal, self.db = journal, db
 
     def commit(self, max_bytes: int | None = None) -> bool:
-        """Commits what is new, up to max_bytes (None: all); True when nothing is left. Raises what stops SQLite
-        (a full disk, a locked file): the rows stay in the journal."""
-        budget = self.MAX_BYTES if max_bytes is None else max_bytes
+        """Commits what is new, about max_bytes of it (None: all); True when nothing is left. Raises what stops
+        SQLite (a full disk, a locked file): the rows stay in the journal."""
+        left = max_bytes
         while True:
-            segment, data = self.journal.pending(budget)
+            segment, data = self.journal.pending(self.MAX_BYTES if left is None else max(left, 1))
             if not data:
                 return True
             commit_rows(self.db, rows_of(data))
             self.journal.committed(segment, len(data))
-            budget -= len(data)
-            if budget <= 0 and max_bytes is not None:
-                return not self.journal.pending(1)[1]
+            if left is not None:
+                left -= len(data)
+                if left <= 0:
+                    return self.journal.empty()
