@@ -129,16 +129,20 @@ def _mask(node, pieces: list[str]):
     return node
 
 
-class PromptSecurity:
-    """After the guard: the prompt is checked by the services (403, 503 under on_error: closed, or masked)."""
+class _ServiceStep:
+    """A pipeline step that asks the content security services (only called with content_security set)."""
 
     def __init__(self, settings, checker: Checker):
         self.settings = settings
         self.checker = checker
 
     @staticmethod
-    def active(config) -> bool:  # only with content_security set
+    def active(config) -> bool:
         return config.content_security is not None
+
+
+class PromptSecurity(_ServiceStep):
+    """After the guard: the prompt is checked by the services (403, 503 under on_error: closed, or masked)."""
 
     async def request(self, flow):
         if not (record := pending(flow)) or record.body is None or not self.checker.rules("prompt", record):
@@ -160,17 +164,8 @@ class PromptSecurity:
                code="content_policy_violation")
 
 
-
-class AnswerSecurity:
+class AnswerSecurity(_ServiceStep):
     """After the answer guard: plain answers checked whole, streams window by window."""
-
-    def __init__(self, settings, checker: Checker):
-        self.settings = settings
-        self.checker = checker
-
-    @staticmethod
-    def active(config) -> bool:  # only with content_security set
-        return config.content_security is not None
 
     def load(self, loader):
         internals.stream_wait = self._stream_wait
