@@ -239,3 +239,23 @@ async def test_a_step_the_configuration_leaves_idle_is_not_called_until_a_reload
     assert Feature.calls == 1
     await Pipeline(Feature()).request(tflow.tflow())  # without settings: every step, always
     assert Feature.calls == 2
+
+
+async def test_a_step_that_cannot_say_whether_it_is_active_runs():
+    from types import SimpleNamespace
+
+    from tollgate.pipeline import Pipeline
+
+    class Broken:
+        calls = 0
+
+        @staticmethod
+        def active(config) -> bool:
+            raise KeyError("feature")
+
+        def request(self, flow):
+            Broken.calls += 1
+
+    pipeline = Pipeline(Broken(), settings=SimpleNamespace(config=SimpleNamespace()))
+    await pipeline.request(tflow.tflow())
+    assert Broken.calls == 1  # fail closed: the step runs rather than being skipped

@@ -31,11 +31,6 @@ class Reservation:
     slot: int
 
 
-# Budgets have a spent gauge per subject only where subjects are the configuration's names: per-IP or per-header
-# subjects come from clients, and a series each would grow without bound.
-BOUNDED_SUBJECTS = ("global", "consumer", "group")
-
-
 def _micro(usd: float) -> int:
     return math.ceil(usd * 1e6)
 
@@ -93,7 +88,7 @@ class Admit:
                         Decision.LIMITED, "store_unavailable", {"retry-after": "1"})
             return None  # open: served uncounted (a reservation that did go through expires with its window)
         for (limit, _, value), state in zip(applicable, states):
-            if limit.kind == "usd" and limit.per in BOUNDED_SUBJECTS:  # what the store last said
+            if limit.kind == "usd":  # budgets (per global, consumer or group): what the store last said
                 self._gauge(limit, value).set(state.used / 1e6)
         pairs = [(limit, state) for (limit, _, _), state in zip(applicable, states)]
         headers = core.rate_headers(pairs, now)

@@ -89,9 +89,15 @@ class Pipeline:
         self._built_for = config
 
     def _current(self) -> None:
-        """The hooks of the steps the current configuration uses (rebuilt after a reload)."""
+        """The hooks of the steps the current configuration uses (rebuilt after a reload). Runs outside the steps'
+        guard, so it never raises: if a step cannot say whether it is active, every step runs."""
         if self._settings is not None and (config := self._settings.config) is not self._built_for:
-            self._build(config)
+            try:
+                self._build(config)
+            except Exception:
+                log.exception("tollgate: choosing the active steps failed; every step runs")
+                self._build(None)
+                self._built_for = config
 
     # Lifecycle: forwarded as they are (a bad configuration must still fail the start loudly).
     def _each(self, hook: str, *args) -> None:
