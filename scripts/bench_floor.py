@@ -1,5 +1,6 @@
-"""The benchmark's floor: mitmdump with one addon that only sends every request to the fake provider and streams
-answers through (what any interception proxy must do at least). `--set bench_upstream=https://127.0.0.1:PORT`;
+"""The benchmark's floor: mitmdump with one addon that only sends every request to the fake provider (what any
+interception proxy must do at least). Answers are handled as tollgate handles them: plain answers whole (mitmdump's
+default), event streams passed through as they come (so stream time to first token compares like with like). `--set bench_upstream=https://127.0.0.1:PORT`;
 `--set bench_lag_file=F` also writes event-loop lag figures to F, measured as tollgate measures its own."""
 
 import asyncio
@@ -38,7 +39,7 @@ class Rewrite:
         flow.request.scheme, flow.request.host, flow.request.port = upstream.scheme, upstream.hostname, upstream.port
 
     def responseheaders(self, flow):
-        flow.response.stream = True  # as tollgate does: answers pass through as they come, not buffered
+        flow.response.stream = "text/event-stream" in flow.response.headers.get("content-type", "")
 
 
 addons = [Rewrite()]
