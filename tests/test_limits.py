@@ -81,6 +81,21 @@ def test_subject_applies_subsets():
     assert [core.subject(limit, other) for limit in (office, gpt4, team)] == [None, None, None]
 
 
+def test_the_limits_that_apply_are_remembered_per_facts_and_day_unless_a_rule_reads_headers():
+    config = parse_config({**BASE, "limits": {"rules": [{"name": "per", "per": "consumer", "requests_per_minute": 5}]},
+                           "budgets": [{"name": "daily", "per": "consumer", "usd_per_day": 1}]}).limits
+    alice, bob = (Call(name, "", "10.0.0.1", "gpt-4o", {}) for name in ("alice", "bob"))
+    day = 20_000 * 86400.0
+    first = config.applicable(alice, day + 10)
+    assert config.applicable(alice, day + 80_000) is first  # same facts, same day: no second look
+    assert [key for _, key, _ in config.applicable(bob, day + 10)] == [
+        "tollgate:limit:per:0:requests:bob", "tollgate:budget:daily:0:usd:bob:2024-10-04"]
+    assert [key for _, key, _ in config.applicable(alice, day + 86400)][1].endswith(":alice:2024-10-05")  # next day
+    teams = parse_config({**BASE, "limits": {"rules": [{"name": "t", "per": "header:x-team", "requests": 5}]}}).limits
+    keys = [teams.applicable(Call("alice", "", "", "m", {"x-team": team}), day)[0][1] for team in ("red", "blue")]
+    assert keys == ["tollgate:limit:t:0:requests:red", "tollgate:limit:t:0:requests:blue"]
+
+
 def test_reservation_is_prompt_estimate_plus_output_cap():
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 50}
     prompt, output = core.reservation("/v1/chat/completions", "gpt-4o", body, 4096)

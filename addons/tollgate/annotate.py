@@ -1,11 +1,12 @@
 """What operators see in mitmweb: the call record as the flow comment, a marker on refused or failed calls, the URL
-the client called (not the rewritten upstream), and the finished call's ledger row in flow.metadata (flow dumps)."""
+the client called (not the rewritten upstream). (The finished call's ledger row goes into flow.metadata with the
+ledger's write: ledger.py.)"""
 
 from __future__ import annotations
 
 from mitmproxy import ctx
 
-from tollgate.core.record import METADATA_KEY, Decision
+from tollgate.core.record import Decision
 from tollgate.flows import point_at, record_of
 
 # mitmweb turns these names into symbols; all of them are in DejaVu Sans and the usual system fonts (no emoji font
@@ -40,10 +41,7 @@ class Annotate:
             self.shown = shown()
 
     def response(self, flow):
-        if (record := record_of(flow)) and not record.session_open:
-            flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
-            if not self.shown:  # nobody sees the comment, the marker or the URL: not worth a call's time
-                return
+        if self.shown and (record := record_of(flow)) and not record.session_open:  # else nobody would see it
             if record.client_url and not record.untouched:  # mitmweb lists the URL the client called, not ours
                 scheme, host, port, flow.request.path = record.client_url
                 point_at(flow.request, scheme, host, port)

@@ -14,7 +14,7 @@ import time
 
 from tollgate.core import ledger_pg
 from tollgate.core.ledger import Journal, JournalCommitter, LedgerDB, recover_journals
-from tollgate.core.record import Decision
+from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import pending, record_of, reject
 from tollgate.metrics import LEDGER_BACKLOG, LEDGER_ERRORS, health
 
@@ -116,7 +116,8 @@ class Ledger:
         if record is None or record.written or record.session_open:
             return
         record.written = True
-        self.write(record.row())
+        row = flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
+        self.write(row)
 
     def write(self, row: dict) -> None:
         """One row (a call's, or one the gateway made on a call's behalf: its embeddings): in the journal now,

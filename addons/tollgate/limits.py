@@ -62,8 +62,7 @@ class Admit:
         model = record.model or record.requested_model
         call = core.Call(record.consumer, record.group, record.client_ip, model, headers)
         now = time.time()
-        applicable = [(limit, core.counter_key(limit, value, now), value) for limit in config.limits.limits
-                      if (value := core.subject(limit, call)) is not None]
+        applicable = config.limits.applicable(call, now)
         if not applicable:
             return None
         costs = {"requests": 1}

@@ -276,6 +276,33 @@ class LimitsConfig:
     default_max_tokens: int = 4096    # reserved for output when a request gives no max_tokens
     cache_hits: str = "requests"      # what a cache hit counts against: requests | all | none
 
+    PLANS = 4096  # remembered (consumer, group, ip, model, day) combinations; all forgotten when full
+
+    @functools.cached_property
+    def _plans(self) -> dict:
+        return {}
+
+    @functools.cached_property
+    def _by_header(self) -> bool:
+        return any(limit.per.startswith(("header:", "ip-header:")) for limit in self.limits)
+
+    def applicable(self, call: Call, now: float) -> list[tuple[Limit, str, str]]:
+        """(limit, counter key, subject value) of every limit that applies to the call. The same facts give the
+        same answer all day (budget keys name the day's period), so it is remembered unless a limit reads headers."""
+        if self._by_header:
+            return _applicable(self.limits, call, now)
+        fact = (call.consumer, call.group, call.ip, call.model, int(now // 86400))
+        if (plan := self._plans.get(fact)) is None:
+            if len(self._plans) >= self.PLANS:
+                self._plans.clear()
+            plan = self._plans[fact] = _applicable(self.limits, call, now)
+        return plan
+
+
+def _applicable(limits: tuple, call: Call, now: float) -> list[tuple[Limit, str, str]]:
+    return [(limit, counter_key(limit, value, now), value) for limit in limits
+            if (value := subject(limit, call)) is not None]
+
 
 _AMOUNT_KEY = re.compile(r"^(requests?|query|queries|tokens?)_per_(second|minute|hour|day)$")
 
