@@ -76,8 +76,9 @@ class CacheLookup:
 
     def responseheaders(self, flow):
         record = record_of(flow)
-        if record is not None and record.cache and STATUS_HEADER not in flow.response.headers:
-            flow.response.headers[STATUS_HEADER] = "MISS" if record.cache == "miss" else "BYPASS"
+        if record is not None and record.cache and not record.answered_here:  # a hit says so in its own answer
+            # ours, whatever the provider (or a CDN before it) said
+            record.add_answer_headers({STATUS_HEADER: "MISS" if record.cache == "miss" else "BYPASS"})
 
 
 def answer_from(flow, record, entry: Entry, headers: dict) -> None:

@@ -19,6 +19,9 @@ from tollgate.core.dialects import error_body, error_event
 from tollgate.core.record import Decision
 from tollgate.flows import pending, record_of, reject
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once, not per call
+
+
 def upstream_content(record) -> bytes:
     """The request body as the provider gets it: in its own wire format (translated if need be), UTF-8 JSON.
     Raises wire.TranslationError when the client's request has no counterpart there."""
@@ -26,7 +29,7 @@ def upstream_content(record) -> bytes:
     if record.upstream_dialect and record.upstream_dialect != record.dialect:
         body, dropped = wire.translate_request(body, record.dialect, record.upstream_dialect, record.model)
         record.dropped = ",".join(dropped)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _compact(body).encode()
 
 
 ERROR_CODES = {413: "request_too_large", 502: "upstream_error", 504: "upstream_timeout"}

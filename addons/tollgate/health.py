@@ -89,7 +89,7 @@ class Health:
     def responseheaders(self, flow):
         record = record_of(flow)
         if record is not None and record.attempts and not record.answered_here:
-            flow.response.headers[ATTEMPTS_HEADER] = str(record.attempts)
+            record.add_answer_headers({ATTEMPTS_HEADER: str(record.attempts)})
 
     def response(self, flow):
         record = record_of(flow)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tollgate.core import limits as core
 from tollgate.core.record import Decision
@@ -24,8 +24,7 @@ from tollgate.metrics import BUDGET_LIMIT, BUDGET_SPENT
 from tollgate.flows import THREAD_ABOVE_CHARS, off_loop_if, pending, record_of, reject, set_headers
 
 
-@dataclass
-class Reservation:
+class Reservation(NamedTuple):  # a tuple: made for every limit of every call
     limit: core.Limit
     counter: core.Counter
     slot: int
@@ -136,7 +135,7 @@ class Admit:
     def responseheaders(self, flow):
         record = record_of(flow)
         if record is not None and record.limit_headers:
-            set_headers(flow.response.headers, record.limit_headers)
+            record.add_answer_headers(record.limit_headers)
 
     def response(self, flow):  # answers made at the gate (cache hits) pass no responseheaders hook
         record = record_of(flow)

@@ -23,7 +23,7 @@ from mitmproxy import http
 from tollgate import internals
 from tollgate.core.dialects import OPENAI, dialect_of_path, error_body
 from tollgate.core.record import CallRecord, Decision
-from tollgate.flows import open_record, record_of, reject, strip_credentials
+from tollgate.flows import open_record, record_of, reject, set_headers, strip_credentials
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
@@ -177,6 +177,8 @@ class Pipeline:
                 self._report(flow, "responseheaders", name, e)
                 self._withhold(flow, record, f"{name} failed in responseheaders: {type(e).__name__}")
                 return
+        if (record := record_of(flow)) is not None and record.answer_headers:
+            set_headers(flow.response.headers, record.answer_headers)
 
     def _withhold(self, flow, record: CallRecord, reason: str) -> None:
         """The upstream answer is not passed on: the client gets a 500 in its provider's shape instead."""

@@ -15,6 +15,7 @@ from .schema import ConfigError, boolean, choice, count, mapping, parse_duration
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "safety_identifier"})
 SCOPES = ("consumer", "group", "global")
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # made once
 
 
 def tenant(scope: str, consumer: str, group: str, byok_key: str = "") -> str:
@@ -31,8 +32,7 @@ def tenant(scope: str, consumer: str, group: str, byok_key: str = "") -> str:
 
 def cache_key(*, provider: str, dialect: str, path: str, model: str, streamed: bool, body: dict,
               tenant_id: str) -> str:
-    canonical = json.dumps({k: v for k, v in body.items() if k not in IGNORED_FIELDS}, sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical({k: v for k, v in body.items() if k not in IGNORED_FIELDS})
     material = "\n".join((provider, dialect, path, model, "stream" if streamed else "plain", tenant_id, canonical))
     return "tollgate:cache:" + hashlib.sha256(material.encode()).hexdigest()
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from .record import stored_columns
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per row (json.dumps with options)
+
 
 def connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -76,7 +78,8 @@ class LedgerDB:
 
     def write_many(self, rows: list[dict]) -> None:
         """Commits rows in one transaction (and mirrors them); raises as write() does, committing none."""
-        values = [tuple(row.get(c) for c in self._columns) for row in rows]
+        columns = self._columns
+        values = [tuple(map(row.get, columns)) for row in rows]
         if len(values) == 1:
             self._db.execute(self._sql, values[0])  # autocommit: one transaction
         else:
@@ -85,7 +88,7 @@ class LedgerDB:
                 self._db.executemany(self._sql, values)
         self.unchecked += len(rows)
         if self._mirror is not None:
-            self._mirror.write("".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows))
+            self._mirror.write("".join(_compact(row) + "\n" for row in rows))
 
     def checkpoint(self, retention_s: float | None = None) -> int:
         """Deletes rows past the retention, then moves the WAL into the database (with fsync). Blocking: call
@@ -184,7 +187,7 @@ class Journal:
 
     def append(self, row: dict) -> None:
         """On disk when this returns (the OS has it; no fsync). Raises OSError: a full disk, say."""
-        line = (json.dumps(row, separators=(",", ":")) + "\n").encode()
+        line = (_compact(row) + "\n").encode()
         segment = self._current
         try:
             written = os.write(segment.fd, line)

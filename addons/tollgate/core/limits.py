@@ -188,8 +188,7 @@ def counter(limit: Limit, key: str, cost: int, now: float) -> Counter:
     return Counter(key, limit.amount, cost, limit.slot_ms, limit.slots, ttl_ms(limit, now))
 
 
-@dataclass
-class WindowState:
+class WindowState(NamedTuple):  # a tuple: three a call
     """A counter as the store saw it for one call: whether it had room, the store's clock, the slot charged, the
     amount used (including this call's reservation when the call was admitted), the newest slot holding usage (-1:
     none), and when refused, the oldest slot whose expiry makes room for the call (None: no slot does)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -88,6 +89,7 @@ class CallRecord:
     masked: dict | None = transient()       # placeholder -> original of masked prompt findings; never stored
     reservations: list | None = transient()  # what the limits reserved at admission, settled when the call ends
     limit_headers: dict | None = transient()  # x-ratelimit-* for the answer
+    answer_headers: dict | None = transient()  # what steps add to the provider's answer: set in one pass
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
@@ -107,13 +109,21 @@ class CallRecord:
     target: object = transient()            # routing.Route of the current attempt
     key_id: str = transient("")             # short id of the org key the current attempt carries
 
+    def add_answer_headers(self, headers: dict[str, str]) -> None:
+        """Headers for the provider's answer, replacing its own of the same names (the Pipeline sets them all in one
+        pass once the answer's head is in: one rewrite of its headers instead of one per step)."""
+        if self.answer_headers is None:
+            self.answer_headers = dict(headers)
+        else:
+            self.answer_headers.update(headers)
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def row(self) -> dict:
         """The stored fields as plain values (the ledger row, and what a flow dump keeps)."""
-        row = {name: getattr(self, name) for name in _STORED}
+        row = dict(zip(_STORED, _stored_values(self)))
         row["decision"] = str(row["decision"])
         return row
 
@@ -146,6 +156,7 @@ class CallRecord:
 
 
 _STORED = tuple(f.name for f in dataclasses.fields(CallRecord) if not f.metadata.get("transient"))
+_stored_values = operator.attrgetter(*_STORED)  # all of them in one C call
 
 
 def stored_columns() -> dict[str, str]:

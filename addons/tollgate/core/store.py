@@ -97,6 +97,9 @@ class MemoryStore:
                 for c, slot, n, ok in zip(counters, slots, counts, room)]
 
     async def settle(self, corrections: list[tuple[Counter, int, int]]) -> None:
+        self.settle_now(corrections)
+
+    def settle_now(self, corrections: list[tuple[Counter, int, int]]) -> None:
         now = int(self._wall() * 1000)
         for c, slot, delta in corrections:
             oldest = _slot(now, c.slot_ms) - c.slots
@@ -110,8 +113,12 @@ class MemoryStore:
         return self.reserve_now(counters), self.get_now(key)
 
     async def write(self, writes: list[tuple]) -> None:
+        self.write_now(writes)
+
+    def write_now(self, writes: list[tuple]) -> None:
+        """write() without a coroutine: this store answers at once."""
         for kind, *args in writes:
-            await (self.set(*args) if kind == "set" else self.settle(*args))
+            self.set_now(*args) if kind == "set" else self.settle_now(*args)
 
     async def get(self, key: str) -> bytes | None:
         return self.get_now(key)
@@ -130,6 +137,9 @@ class MemoryStore:
         return [self.get_now(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.set_now(key, value, ttl_s)
+
+    def set_now(self, key: str, value: bytes, ttl_s: float) -> None:
         if _size(key, value) > self.max_bytes:
             return
         self._drop(key)
@@ -380,7 +390,7 @@ class RedisClusterStore(RedisStore):
 
     async def _reserve_grouped(self, counters: list[Counter]) -> list[WindowState]:
         states: list[WindowState | None] = [None] * len(counters)
-        charged: list[tuple[Counter, WindowState]] = []
+        charged: list[tuple[Counter, int]] = []  # (counter, its index) charged before a group had no room
         room = True
         for indices in self._by_slot([c.key for c in counters]).values():
             group = [counters[i] if room else counters[i]._replace(cost=0) for i in indices]
@@ -388,13 +398,13 @@ class RedisClusterStore(RedisStore):
             for i, state in zip(indices, self._states(group, out)):
                 states[i] = state
             if room and out[0]:
-                charged += [(c, states[i]) for c, i in zip(group, indices)]
+                charged += list(zip(group, indices))
             elif room:
                 room = False
         if not room and charged:  # given back: the call is refused
-            await self._write([("settle", [(c, state.slot, -c.cost) for c, state in charged if c.cost])])
-            for c, state in charged:
-                state.used -= c.cost
+            await self._write([("settle", [(c, states[i].slot, -c.cost) for c, i in charged if c.cost])])
+            for c, i in charged:
+                states[i] = states[i]._replace(used=states[i].used - c.cost)
         return states
 
     async def reserve_and_get(self, counters: list[Counter], key: str) -> tuple[list[WindowState], bytes | None]:
