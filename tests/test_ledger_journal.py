@@ -54,6 +54,28 @@ def test_a_busy_journal_rotates_and_every_file_goes_once_in(tmp_path, monkeypatc
     journal.close()
 
 
+def test_rows_past_the_memory_bound_are_read_back_from_the_files_and_memory_takes_over_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(Journal, "MEMORY_ROWS", 10)
+    monkeypatch.setattr(Journal, "ROTATE_BYTES", 4096)
+    path = str(tmp_path / "usage.db")
+    db, journal = LedgerDB(path), Journal(path)
+    for i in range(60):  # SQLite away for a while: more rows wait than memory keeps, over several files
+        journal.append(row(i))
+    committer = JournalCommitter(journal, db)
+    assert committer.commit(max_bytes=1500) is False
+    assert committer.commit() is True
+    assert ids(path) == [f"call-{i}" for i in range(60)]
+    for i in range(60, 65):
+        journal.append(row(i))
+    assert len(journal._unread) == 5, "with the journal empty again, new rows are kept in memory"
+    with open(journal.path, "r+b") as f:  # what is in memory is what goes in: the file is not read back
+        f.write(b"x" * 10)
+    assert committer.commit() is True
+    assert ids(path) == [f"call-{i}" for i in range(65)]
+    journal.close()
+    db.close()
+
+
 DIES = """
 import os, sys
 sys.path.insert(0, {addons!r})

@@ -116,8 +116,9 @@ class Ledger:
         if record is None or record.written or record.session_open:
             return
         record.written = True
-        row = flow.metadata[METADATA_KEY] = record.row()  # plain values: flow dumps and mitmweb saves keep it
-        self.write(row)
+        row = record.row()
+        flow.metadata[METADATA_KEY] = row.copy()  # plain values: flow dumps and mitmweb saves keep it (a copy: the
+        self.write(row)                           # journal holds the row until it is in)
 
     def write(self, row: dict) -> None:
         """One row (a call's, or one the gateway made on a call's behalf: its embeddings): in the journal now,

@@ -11,6 +11,7 @@ a worker thread instead; it also keeps the WAL from growing without bound.
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import glob
@@ -158,6 +159,7 @@ class Journal:
     ROTATE_BYTES is followed by a new one and removed when all of it is in (so a busy gateway's journal stays small)."""
 
     ROTATE_BYTES = 1 << 20
+    MEMORY_ROWS = 10_000  # rows also kept in memory until they are in, so a batch need not read and parse them back
 
     def __init__(self, db_path: str, mirror: str = ""):
         self._prefix = f"{db_path}.journal-{os.getpid()}-"
@@ -167,6 +169,10 @@ class Journal:
         self._segments: list[_Segment] = []
         self._next = 0
         self._current = self._new_segment()
+        # (segment, start, end, row) of the rows not yet in, in file order. Past MEMORY_ROWS (SQLite refusing rows
+        # for a long while) it is dropped, and batches read the files until the journal is empty again.
+        self._unread: collections.deque = collections.deque()
+        self._spilled = False
 
     @property
     def path(self) -> str:
@@ -197,6 +203,12 @@ class Journal:
         if written != len(line):  # no half row may stay: the next one would not parse
             os.ftruncate(segment.fd, segment.size)
             raise OSError(errno.ENOSPC, "the ledger journal could not be written whole")
+        if not self._spilled:
+            if len(self._unread) < self.MEMORY_ROWS:
+                self._unread.append((segment, segment.size, segment.size + written, row))
+            else:
+                self._unread.clear()
+                self._spilled = True
         segment.size += written
         if self._mirror is not None:
             self._mirror.write(line.decode())
@@ -206,28 +218,44 @@ class Journal:
             except OSError:  # the row is in; the next file is tried with the next row
                 pass
 
-    def pending(self, max_bytes: int) -> tuple[_Segment, bytes]:
-        """The oldest file with rows not yet in SQLite, and those rows' text: whole lines, about max_bytes."""
+    def pending(self, max_bytes: int) -> tuple[_Segment, list[dict], int]:
+        """The oldest file with rows not yet in SQLite: those rows (whole lines, about max_bytes of them; at least
+        one) and how many bytes of the file they take."""
         while len(self._segments) > 1 and self._segments[0].done >= self._segments[0].size:
             self._retire(self._segments.pop(0))
         segment = self._segments[0]
-        size = segment.size
-        if size <= segment.done:
-            return segment, b""
-        data = os.pread(segment.fd, min(size - segment.done, max_bytes), segment.done)
+        size, done = segment.size, segment.done
+        if size <= done:
+            return segment, [], 0
+        unread = self._unread
+        if unread and unread[0][0] is segment and unread[0][1] == done:  # in memory: as appended
+            rows, end = [], done
+            for row_segment, _, row_end, row in unread:
+                if row_segment is not segment or (rows and row_end - done > max_bytes):
+                    break
+                rows.append(row)
+                end = row_end
+            return segment, rows, end - done
+        data = os.pread(segment.fd, min(size - done, max_bytes), done)
         end = data.rfind(b"\n")  # whole lines only (one row longer than the budget: read to its end)
         if end < 0:
-            data = os.pread(segment.fd, size - segment.done, segment.done)
+            data = os.pread(segment.fd, size - done, done)
             end = data.index(b"\n")
-        return segment, data[:end + 1]
+        return segment, rows_of(data[:end + 1]), end + 1
 
     def empty(self) -> bool:
         return all(segment.done >= segment.size for segment in self._segments)
 
     def committed(self, segment: _Segment, n: int) -> None:
         segment.done += n
+        unread = self._unread
+        while unread and unread[0][0] is segment and unread[0][2] <= segment.done:
+            unread.popleft()
         if segment.done < segment.size:
             return
+        if self.empty():
+            self._unread.clear()
+            self._spilled = False  # memory holds every row again from the next one on
         if segment is self._current:  # all of it is in SQLite: start over (an empty journal means that)
             os.ftruncate(segment.fd, 0)
             segment.size = segment.done = 0
@@ -325,12 +353,13 @@ class JournalCommitter:
         SQLite (a full disk, a locked file): the rows stay in the journal."""
         left = max_bytes
         while True:
-            segment, data = self.journal.pending(self.MAX_BYTES if left is None else max(left, 1))
-            if not data:
+            segment, rows, n = self.journal.pending(self.MAX_BYTES if left is None else max(left, 1))
+            if not n:
                 return True
-            commit_rows(self.db, rows_of(data))
-            self.journal.committed(segment, len(data))
+            if rows:  # (a damaged line parses to nothing: skipped)
+                commit_rows(self.db, rows)
+            self.journal.committed(segment, n)
             if left is not None:
-                left -= len(data)
+                left -= n
                 if left <= 0:
                     return self.journal.empty()

@@ -249,8 +249,13 @@ def destination(route: Route, dialect: str, source: Provider | None, path: str, 
     full = new_path + (f"?{query}" if query else "")
     if base is None:  # same provider, no override: nothing but the path may change
         return Destination("", "", 0, full)
-    return Destination(base.scheme, base.hostname or "", base.port or _default_port(base.scheme),
-                       base.path.rstrip("/") + full)
+    scheme, host, port, prefix = _parts(base)
+    return Destination(scheme, host, port, prefix + full)
+
+
+@functools.lru_cache(maxsize=256)  # a SplitResult's hostname and port are parsed again on every read
+def _parts(base) -> tuple[str, str, int, str]:
+    return base.scheme, base.hostname or "", base.port or _default_port(base.scheme), base.path.rstrip("/")
 
 
 def _default_port(scheme: str) -> int:
