@@ -31,7 +31,7 @@ class CacheKey:
     def request(self, flow):
         if not (record := pending(flow)):
             return
-        headers = HeaderView(flow.request.headers)
+        headers = record.client_headers or HeaderView(flow.request.headers)
         directive = request_directive(headers.get("cache-control", ""), headers.get(BYPASS_HEADER, ""))
         if BYPASS_HEADER in headers:
             del flow.request.headers[BYPASS_HEADER]

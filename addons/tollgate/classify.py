@@ -128,7 +128,7 @@ class Classify:
         if len(raw) > config.max_request_bytes:  # the transport refuses earlier; this holds without it too
             return reject(flow, record, 413, f"request body of {len(raw)} bytes exceeds the gateway limit of "
                                              f"{config.max_request_bytes} bytes", code="request_too_large")
-        headers = HeaderView(request.headers)
+        headers = record.client_headers = HeaderView(request.headers)  # read once (its credentials are gone)
         content_type = headers.get("content-type", "")
         form = is_form_endpoint(record.endpoint, content_type)
         try:

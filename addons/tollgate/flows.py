@@ -61,9 +61,17 @@ def reject(flow, record: CallRecord, status: int, message: str, *, decision: str
     record.reason = message
 
 
+_NAMES: dict[bytes, str] = {}  # header names as sent -> as compared: the same few dozen on every call
+_NAMES_KEPT = 512  # names are the client's choice: no more than this many are remembered
+
+
 def _name(raw: bytes) -> str:
-    """A header's name as mitmproxy's Headers compare names (ASCII, nearly always: the quick way)."""
-    return raw.lower().decode() if raw.isascii() else raw.decode("utf-8", "surrogateescape").lower()
+    """A header's name as mitmproxy's Headers compare names (case-folded)."""
+    if (name := _NAMES.get(raw)) is None:
+        name = raw.lower().decode() if raw.isascii() else raw.decode("utf-8", "surrogateescape").lower()
+        if len(_NAMES) < _NAMES_KEPT:
+            _NAMES[raw] = name
+    return name
 
 
 class HeaderView:
@@ -73,8 +81,13 @@ class HeaderView:
 
     def __init__(self, headers):
         values: dict[str, list[str]] = {}
+        known = _NAMES
         for name, value in headers.fields:
-            values.setdefault(_name(name), []).append(value.decode("utf-8", "surrogateescape"))
+            key = known.get(name) or _name(name)
+            if (same := values.get(key)) is None:
+                values[key] = [value.decode("utf-8", "surrogateescape")]
+            else:
+                same.append(value.decode("utf-8", "surrogateescape"))
         self._values = values
 
     def get(self, name: str, default=None):
@@ -91,7 +104,8 @@ class HeaderView:
 def drop_headers(headers, names) -> None:
     """Removes every header of these (lower-case) names in one pass."""
     fields = headers.fields
-    if any(_name(f[0]) in names for f in fields):
+    known = _NAMES
+    if any((known.get(f[0]) or _name(f[0])) in names for f in fields):
         headers.fields = tuple(f for f in fields if _name(f[0]) not in names)
 
 

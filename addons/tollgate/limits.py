@@ -46,7 +46,7 @@ class Admit:
         big = len(flow.request.raw_content or b"") > THREAD_ABOVE_CHARS
         model = record.model or record.requested_model
         args = (record.endpoint, model, record.body, config.limits.default_max_tokens)
-        refusal = await self.admit(record, flow.request.headers,
+        refusal = await self.admit(record, record.client_headers or flow.request.headers,
                                    lambda: off_loop_if(big, core.reservation, *args))
         if refusal is not None:
             reject(flow, record, *refusal[:2], decision=refusal[2], code=refusal[3], headers=refusal[4])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -111,6 +112,21 @@ class Config:
         return self.prices.priced(model, prompt, output, cached, written, known.spec.type if known else "", at)
 
     def provider_for_host(self, host: str, port: int) -> Provider | None:
+        """The provider this host serves (remembered: every call asks for each name it carries; hosts are the
+        client's choice, so no more than HOSTS_KEPT are)."""
+        known = self._hosts
+        if (found := known.get((host, port), _UNKNOWN)) is _UNKNOWN:
+            found = self._provider_for_host(host, port)
+            if len(known) >= HOSTS_KEPT:
+                known.clear()
+            known[(host, port)] = found
+        return found
+
+    @functools.cached_property
+    def _hosts(self) -> dict:
+        return {}
+
+    def _provider_for_host(self, host: str, port: int) -> Provider | None:
         hostport = f"{normalize_host(host)}:{port}"
         for provider in self.providers.values():
             for pattern in provider.hosts:
@@ -119,6 +135,10 @@ class Config:
                 ):
                     return provider
         return None
+
+
+_UNKNOWN = object()
+HOSTS_KEPT = 1024
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

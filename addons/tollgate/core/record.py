@@ -90,6 +90,7 @@ class CallRecord:
     reservations: list | None = transient()  # what the limits reserved at admission, settled when the call ends
     limit_headers: dict | None = transient()  # x-ratelimit-* for the answer
     answer_headers: dict | None = transient()  # what steps add to the provider's answer: set in one pass
+    client_headers: object = transient()  # flows.HeaderView of the request as the client sent it, less its credentials
     body_changed: bool = transient(False)   # body edited by an addon; serialised once before it leaves
     usage_injected: bool = transient(False)  # we asked for stream usage; the client did not
     first_token_at: float | None = transient()
