@@ -2,7 +2,7 @@
 
 import pytest
 
-from tollgate.core.config import ConfigError, key_digest, parse_config, parse_duration, parse_size
+from tollgate.core.config import HOSTS_KEPT, ConfigError, key_digest, parse_config, parse_duration, parse_size
 
 BASE = {"providers": {"openai": {"type": "openai", "keys": ["${OPENAI_API_KEY}"]}}}
 
@@ -57,6 +57,10 @@ def test_wildcard_hosts_match_subdomains_only():
     assert config.provider_for_host("myres.openai.azure.com", 443).name == "azure"
     assert config.provider_for_host("openai.azure.com", 443) is None
     assert config.provider_for_host("myres.openai.azure.com", 8443) is None
+    for i in range(3000):  # hosts a client makes up are remembered within a bound, and answered alike
+        assert config.provider_for_host(f"h{i}.example", 443) is None
+    assert len(config._hosts) <= HOSTS_KEPT
+    assert config.provider_for_host("MyRes.OpenAI.Azure.com.", 443).name == "azure"
 
 
 def test_shipped_config_loads(monkeypatch):

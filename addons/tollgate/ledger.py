@@ -35,6 +35,7 @@ class Ledger:
         self.journal: Journal | None = None
         self.committer: JournalCommitter | None = None
         self._commit_at: asyncio.TimerHandle | None = None
+        self._committed_at = float("-inf")  # loop time of the last batch
         self._checkpoints: asyncio.Task | None = None
         self._shipper: Shipper | None = None
 
@@ -131,15 +132,23 @@ class Ledger:
             return
         self._commit_later(JournalCommitter.BATCH_SECONDS)
 
-    def _commit_later(self, delay: float) -> None:
+    def _commit_later(self, spacing: float) -> None:
+        """The next batch, `spacing` after the last one: a quiet gateway's row goes in at once (and a failing disk
+        shows at once), a busy one's rows go in together."""
         if self._commit_at is None:
             try:
-                self._commit_at = asyncio.get_running_loop().call_later(delay, self._commit)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no event loop (a script): commit now
                 self._commit()
+                return
+            self._commit_at = loop.call_later(max(0.0, self._committed_at + spacing - loop.time()), self._commit)
 
     def _commit(self) -> None:
         self._commit_at = None
+        try:
+            self._committed_at = asyncio.get_running_loop().time()
+        except RuntimeError:
+            pass
         if self.committer is None:
             return
         try:

@@ -341,7 +341,7 @@ class JournalCommitter:
     schedules it: the gateway runs it on its event loop every BATCH_SECONDS while rows wait (a writer thread
     contends with the event loop for the GIL, which measured slower than the commits themselves)."""
 
-    BATCH_SECONDS = 0.1  # rows reach readers within ~0.1 s; fewer, larger transactions cost less a row
+    BATCH_SECONDS = 0.1  # batches at most this often (rows reach readers within ~0.1 s; fewer transactions cost less)
     RETRY_SECONDS = 0.5
     MAX_BYTES = 64 * 1024  # a batch: ~100 rows, a few milliseconds (a backlog drains in such steps)
 
