@@ -87,8 +87,8 @@ addons = [
         UrlPromptOut(settings),   # the prompt-in-URL endpoint answers in plain text (or its small JSON)
         Annotate(),               # mitmweb: comment and marker
         LLMView(),                # mitmweb: the "LLM" content view (conversation, reassembled stream, usage)
-        Metrics(settings),        # Prometheus counters and histograms, /healthz (tollgate_metrics_port)
-        ledger,                   # one row per call, on disk before the answer completes
+        ledger,                   # one row per call, on disk before the answer completes (closed: or no answer)
+        Metrics(settings),        # Prometheus counters and histograms (what the client got), /healthz
         settings=settings,        # steps of features the configuration leaves unset are not called
     ),
 ]

@@ -12,11 +12,16 @@ import fcntl
 import logging
 import time
 
+from mitmproxy import http
+
 from tollgate.core import ledger_pg
+from tollgate.core.dialects import error_body
 from tollgate.core.ledger import Journal, JournalCommitter, LedgerDB, recover_journals
 from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import pending, record_of, reject
 from tollgate.metrics import LEDGER_BACKLOG, LEDGER_ERRORS, health
+
+UNAVAILABLE = "the gateway cannot record calls right now (usage ledger unavailable); retry shortly"
 
 log = logging.getLogger("tollgate")
 CHECKPOINT_SECONDS = 1.0
@@ -119,18 +124,27 @@ class Ledger:
         record.written = True
         row = record.row()
         flow.metadata[METADATA_KEY] = row.copy()  # plain values: flow dumps and mitmweb saves keep it (a copy: the
-        self.write(row)                           # journal holds the row until it is in)
+        if self.write(row):                       # journal holds the row until it is in)
+            return
+        response = flow.response
+        if self.settings.config.ledger_on_error == "closed" and response is not None and not response.stream:
+            # This answer cannot be accounted for: under `closed` it is not released either (a stream under way is
+            # past holding back). The next calls are refused by LedgerAdmission until rows land again.
+            flow.response = http.Response.make(503, error_body(record.dialect, 503, UNAVAILABLE, "ledger_unavailable"),
+                                               {"content-type": "application/json", "retry-after": "5"})
+            record.status, record.decision, record.reason = 503, Decision.UNAVAILABLE, UNAVAILABLE
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict) -> bool:
         """One row (a call's, or one the gateway made on a call's behalf: its embeddings): in the journal now,
-        in SQLite with the next batch."""
+        in SQLite with the next batch. False when it could not be written (reported and counted)."""
         try:
             self._ledger()
             self.journal.append(row)
         except Exception as e:
             self._failed(e)
-            return
+            return False
         self._commit_later(JournalCommitter.BATCH_SECONDS)
+        return True
 
     def _commit_later(self, spacing: float) -> None:
         """The next batch, `spacing` after the last one: a quiet gateway's row goes in at once (and a failing disk
@@ -189,8 +203,7 @@ class LedgerAdmission:
     def request(self, flow):
         if health.ledger_ok or self.settings.config.ledger_on_error != "closed" or not (record := pending(flow)):
             return
-        reject(flow, record, 503, "the gateway cannot record calls right now (usage ledger unavailable); "
-                                  "retry shortly", decision=Decision.UNAVAILABLE, code="ledger_unavailable",
+        reject(flow, record, 503, UNAVAILABLE, decision=Decision.UNAVAILABLE, code="ledger_unavailable",
                headers={"retry-after": "5"})
 
 
