@@ -14,6 +14,7 @@ Misbehaviour, for the gateway's robustness tests:
   x-fake-end-delay-ms: 20   stream: keep the body open this long after the final event
   x-fake-tool: get_weather  answer with a call of this tool ({"city": "Paris"}; streamed as argument pieces)
   x-fake-cached: 30         report this many prompt tokens as read from the provider's prompt cache
+  x-fake-answer-header: x-cache: HIT   add this header to the answer
 Command-line defaults for every request (a provider that is down, or one key of it refused): --status, --hang,
 --retry-after (sent with a 429), --key-status KEY=STATUS (the answer for requests carrying that org key).
 Served at any path prefix (/v1/..., /compatible-mode/v1/..., /openai/deployments/x/...), so routed traffic lands.
@@ -499,8 +500,16 @@ async def list_seen(request: web.Request) -> web.Response:
     return web.json_response(list(seen))
 
 
+async def _answer_header(request: web.Request, response: web.StreamResponse) -> None:
+    """x-fake-answer-header: "name: value" is added to the answer (a CDN's header, say)."""
+    name, sep, value = request.headers.get("x-fake-answer-header", "").partition(":")
+    if sep:
+        response.headers[name.strip()] = value.strip()
+
+
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 2**20)
+    app.on_response_prepare.append(_answer_header)
     app.router.add_route("*", "/_fake/requests", list_seen)
     app.router.add_post("/_fake/dlp", dlp)
     app.router.add_get("/xml", xml)

@@ -51,6 +51,14 @@ def test_second_identical_openai_call_is_a_hit(gw, fake):
     assert hit["saved_usd"] == miss["cost_usd"] > 0 and hit["cost_usd"] == 0  # saved what the miss cost; spent nothing
 
 
+def test_x_cache_is_the_gateways_whatever_the_provider_or_a_cdn_said(gw, fake):
+    client = gw.openai(KEYS["alice"])
+    cdn = {"x-fake-answer-header": "X-Cache: HIT from cloudfront"}
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=prompt("cdn"),
+                                                             extra_headers=cdn)
+    assert first.http_response.headers.get_list("x-cache") == ["MISS"], "a CDN's HIT must not pass for ours"
+
+
 def test_anthropic_hit_and_other_consumer_model_or_system_prompt_miss(gw, fake):
     messages = prompt("claude")
     ask = lambda key, **kw: gw.anthropic(key).messages.with_raw_response.create(  # noqa: E731
