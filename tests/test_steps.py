@@ -190,6 +190,25 @@ async def test_a_cache_hit_is_answered_here_and_metered_in_the_same_place(gate):
     assert record.saved_usd > 0 and record.latency_ms is not None
 
 
+async def test_the_answer_headers_are_set_in_one_pass_and_a_failure_there_withholds_the_answer(gate):
+    pipeline, _ = gate
+    flow = call()
+    await through_request(pipeline, flow)
+    answer(flow)
+    flow.response.headers["X-Cache"] = "HIT from cdn"  # the provider's own: ours replaces it
+    pipeline.responseheaders(flow)
+    assert flow.response.headers.get_all("x-cache") == ["MISS"]
+    assert flow.response.headers["x-ratelimit-limit-requests"] == "2"
+
+    broken = call()
+    record = await through_request(pipeline, broken)
+    answer(broken)
+    record.add_answer_headers({"x-broken": None})  # a bug in a step's header: not a value
+    pipeline.responseheaders(broken)
+    assert broken.response.status_code == 500 and record.decision == Decision.GATEWAY_ERROR
+    assert "x-broken" not in broken.response.headers and "x-ratelimit-limit-requests" not in broken.response.headers
+
+
 async def test_annotate_shows_the_client_url_and_the_record(gate):
     pipeline, _ = gate
     flow = call(key="tg-nobody")

@@ -86,6 +86,7 @@ class Pipeline:
                                getattr(s, "always", False), type(s).__name__)
                               for s in steps if callable(getattr(s, hook, None))]
                        for hook in GUARDED}
+        self._hooks["responseheaders"].append((self._answer_headers, False, False, "Pipeline"))  # last, guarded too
         self._built_for = config
 
     def _current(self) -> None:
@@ -177,6 +178,10 @@ class Pipeline:
                 self._report(flow, "responseheaders", name, e)
                 self._withhold(flow, record, f"{name} failed in responseheaders: {type(e).__name__}")
                 return
+
+    @staticmethod
+    def _answer_headers(flow) -> None:
+        """What the steps add to the answer's head (CallRecord.add_answer_headers), in one pass."""
         if (record := record_of(flow)) is not None and record.answer_headers:
             set_headers(flow.response.headers, record.answer_headers)
 
