@@ -12,10 +12,7 @@ import fcntl
 import logging
 import time
 
-from mitmproxy import http
-
 from tollgate.core import ledger_pg
-from tollgate.core.dialects import error_body
 from tollgate.core.ledger import Journal, JournalCommitter, LedgerDB, recover_journals
 from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import pending, record_of, reject
@@ -40,7 +37,7 @@ class Ledger:
         self.journal: Journal | None = None
         self.committer: JournalCommitter | None = None
         self._commit_at: asyncio.TimerHandle | None = None
-        self._committed_at = float("-inf")  # loop time of the last batch
+        self._committed_at = float("-inf")  # time.monotonic() of the last batch
         self._checkpoints: asyncio.Task | None = None
         self._shipper: Shipper | None = None
 
@@ -130,9 +127,7 @@ class Ledger:
         if self.settings.config.ledger_on_error == "closed" and response is not None and not response.stream:
             # This answer cannot be accounted for: under `closed` it is not released either (a stream under way is
             # past holding back). The next calls are refused by LedgerAdmission until rows land again.
-            flow.response = http.Response.make(503, error_body(record.dialect, 503, UNAVAILABLE, "ledger_unavailable"),
-                                               {"content-type": "application/json", "retry-after": "5"})
-            record.status, record.decision, record.reason = 503, Decision.UNAVAILABLE, UNAVAILABLE
+            _refuse(flow, record)
 
     def write(self, row: dict) -> bool:
         """One row (a call's, or one the gateway made on a call's behalf: its embeddings): in the journal now,
@@ -155,14 +150,11 @@ class Ledger:
             except RuntimeError:  # no event loop (a script): commit now
                 self._commit()
                 return
-            self._commit_at = loop.call_later(max(0.0, self._committed_at + spacing - loop.time()), self._commit)
+            self._commit_at = loop.call_later(max(0.0, self._committed_at + spacing - time.monotonic()), self._commit)
 
     def _commit(self) -> None:
         self._commit_at = None
-        try:
-            self._committed_at = asyncio.get_running_loop().time()
-        except RuntimeError:
-            pass
+        self._committed_at = time.monotonic()
         if self.committer is None:
             return
         try:
@@ -203,8 +195,12 @@ class LedgerAdmission:
     def request(self, flow):
         if health.ledger_ok or self.settings.config.ledger_on_error != "closed" or not (record := pending(flow)):
             return
-        reject(flow, record, 503, UNAVAILABLE, decision=Decision.UNAVAILABLE, code="ledger_unavailable",
-               headers={"retry-after": "5"})
+        _refuse(flow, record)
+
+
+def _refuse(flow, record) -> None:
+    reject(flow, record, 503, UNAVAILABLE, decision=Decision.UNAVAILABLE, code="ledger_unavailable",
+           headers={"retry-after": "5"})
 
 
 class Shipper:
