@@ -278,3 +278,33 @@ async def test_a_step_that_cannot_say_whether_it_is_active_runs():
     pipeline = Pipeline(Broken(), settings=SimpleNamespace(config=SimpleNamespace()))
     await pipeline.request(tflow.tflow())
     assert Broken.calls == 1  # fail closed: the step runs rather than being skipped
+
+
+@pytest.mark.parametrize("http2", [False, True])
+@pytest.mark.parametrize("fields", [((b"Host", b"api.openai.com"), (b"accept", b"*/*")), ((b"accept", b"*/*"),),
+                                    ((b"HOST", b"api.openai.com"), (b"host", b"evil.example"), (b"accept", b"*/*"))])
+def test_pointing_a_request_elsewhere_rewrites_host_header_and_authority_as_mitmproxy_does(http2, fields):
+    """flows.point_at takes a shortcut past mitmproxy's setters (one pass over the headers instead of three): the
+    request it leaves must be the one mitmproxy's own setters make, smuggled second Host header included."""
+    from tollgate.flows import header, point_at
+
+    ours = tutils.treq(scheme=b"https", host="api.openai.com", port=443, headers=fields,
+                       authority=b"api.openai.com" if http2 else b"",
+                       http_version=b"HTTP/2.0" if http2 else b"HTTP/1.1")
+    theirs = ours.copy()
+    point_at(ours, "http", "127.0.0.1", 8080)
+    theirs.scheme, theirs.port, theirs.host = "http", 8080, "127.0.0.1"
+    assert ours.data == theirs.data
+    assert ours.url == "http://127.0.0.1:8080/path"
+    assert header(ours.headers, "host") == (None if len(fields) == 1 else "127.0.0.1:8080")
+
+
+def test_the_quick_header_lookup_answers_as_mitmproxy_does():
+    from mitmproxy.http import Headers
+
+    from tollgate.flows import header
+
+    headers = Headers([(b"Accept", b"a"), (b"X-Multi", b"1"), (b"x-multi", b"2"), (b"X-Bytes", b"caf\xc3\xa9\xff")])
+    for name in ("accept", "x-multi", "x-bytes", "missing"):
+        assert header(headers, name) == headers.get(name)
+    assert header(headers, "missing", "") == ""

@@ -15,7 +15,7 @@ from tollgate.core.cache import Entry, cache_key, is_deterministic, request_dire
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, Usage, wants_stream_usage
 from tollgate.core.record import Decision
 from tollgate.core.sse import StreamTap
-from tollgate.flows import HeaderView, pending, record_of
+from tollgate.flows import HeaderView, content_of, header, pending, record_of
 
 BYPASS_HEADER = "x-tollgate-cache"
 STATUS_HEADER = "x-cache"
@@ -108,11 +108,11 @@ class CacheFill:
             events = record.tap.kept
             body = b"".join(events) if events is not None else None
         else:
-            body = flow.response.get_content(strict=False)
+            body = content_of(flow.response)
         config = self.settings.config.cache
         if body is None or config is None or len(body) > config.max_entry_bytes:
             return  # too large to keep
-        entry = Entry(flow.response.headers.get("content-type", "application/json"), record.tap is not None,
+        entry = Entry(header(flow.response.headers, "content-type", "application/json"), record.tap is not None,
                       record.prompt_tokens, record.completion_tokens, body)
         self.settings.store().set_later(record.cache_key, entry.pack(), config.ttl_s)
         record.cache_stored = True

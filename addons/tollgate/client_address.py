@@ -13,6 +13,7 @@ from tollgate.core.schema import ConfigError
 from tollgate.flows import record_of
 
 HEADER = "x-forwarded-for"
+HEADER_BYTES = HEADER.encode()
 
 
 class ClientAddress:
@@ -34,8 +35,8 @@ class ClientAddress:
                 raise ValueError(str(e)) from None
 
     def _forwarded(self, flow) -> str | None:
-        values = flow.request.headers.get_all(HEADER)
-        if not values:
+        if not (values := [v.decode("utf-8", "surrogateescape") for k, v in flow.request.headers.fields
+                           if k.lower() == HEADER_BYTES]):
             return None
         del flow.request.headers[HEADER]
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""

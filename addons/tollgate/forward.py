@@ -17,7 +17,7 @@ from tollgate import internals
 from tollgate.core import wire
 from tollgate.core.dialects import error_body, error_event
 from tollgate.core.record import Decision
-from tollgate.flows import pending, record_of, reject
+from tollgate.flows import pending, record_of, reject, set_headers
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once, not per call
 
@@ -73,14 +73,15 @@ class Forward:
     def request(self, flow):
         if not (record := pending(flow)):
             return
+        changed = {"accept-encoding": "identity"}
         if record.body_changed:  # UTF-8 JSON whatever the client's Content-Type said (text/plain means latin-1)
             try:
                 flow.request.content = upstream_content(record)
             except wire.TranslationError as e:
                 return reject(flow, record, 400, f"cannot translate this call for provider {record.provider}: {e}",
                               code="untranslatable_request")
-            flow.request.headers["content-type"] = "application/json"
-        flow.request.headers["accept-encoding"] = "identity"
+            changed["content-type"] = "application/json"
+        set_headers(flow.request.headers, changed)
         self._arm(flow, self.settings.config.upstream_timeout_s, self._no_headers)
 
     def responseheaders(self, flow):

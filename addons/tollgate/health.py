@@ -16,7 +16,7 @@ import weakref
 
 from tollgate.core import health as core
 from tollgate.core.record import Decision
-from tollgate.flows import record_of
+from tollgate.flows import header, record_of
 from tollgate.metrics import KEY_STATE, PROVIDER_STATE, RETRIES
 
 log = logging.getLogger("tollgate")
@@ -99,7 +99,7 @@ class Health:
         if record.answered_here and record.decision != Decision.FORWARDED:
             record.attempts = 0  # refused or answered at the gate (guard, limits, cache): nothing went out
             return
-        self.outcome(record, flow.response.status_code, flow.response.headers.get("retry-after", ""))
+        self.outcome(record, flow.response.status_code, header(flow.response.headers, "retry-after", ""))
 
     def error(self, flow):
         record = record_of(flow)

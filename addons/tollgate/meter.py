@@ -11,7 +11,7 @@ import time
 from tollgate.core import tokens
 from tollgate.core.dialects import Usage, usage_from_body
 from tollgate.core.record import Decision
-from tollgate.flows import record_of
+from tollgate.flows import content_of, header, record_of
 
 log = logging.getLogger("tollgate")
 
@@ -117,10 +117,10 @@ class Meter:
 
 
 def _usage_of(dialect: str, response) -> Usage | None:
-    if "json" not in response.headers.get("content-type", ""):
+    if "json" not in header(response.headers, "content-type", ""):
         return None
     try:
-        body = json.loads(response.get_content(strict=False) or b"null")
+        body = json.loads(content_of(response) or b"null")
     except (ValueError, UnicodeDecodeError):
         return None
     if isinstance(body, list):  # Gemini's streamGenerateContent without alt=sse: an array of chunks

@@ -42,7 +42,7 @@ class Realtime:
     def request(self, flow):
         if not (record := pending(flow)):
             return
-        upgrade = flow.request.headers.get("upgrade", "").lower() == "websocket"
+        upgrade = (record.client_headers or flow.request.headers).get("upgrade", "").lower() == "websocket"
         if not realtime.is_realtime(record.endpoint):
             if upgrade:  # a WebSocket API the gate cannot read (e.g. Gemini Live) would be spend it cannot meter
                 return reject(flow, record, 403, f"WebSocket sessions to {record.endpoint} are not supported by the "

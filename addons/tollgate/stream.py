@@ -16,7 +16,7 @@ from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_s
 from tollgate.core.wire import StreamTranslator
 from tollgate.core.record import Decision
 from tollgate.core.sse import StreamDecoder, StreamTap
-from tollgate.flows import pending, record_of
+from tollgate.flows import header, pending, record_of
 from tollgate.metrics import GATEWAY_ERRORS
 
 log = logging.getLogger("tollgate")
@@ -46,9 +46,9 @@ class Stream:
         record = record_of(flow)
         if record is None or record.answered_here or flow.error:
             return
-        if not flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+        if not header(flow.response.headers, "content-type", "").startswith("text/event-stream"):
             return
-        encoding = flow.response.headers.get("content-encoding", "identity").strip().lower()
+        encoding = header(flow.response.headers, "content-encoding", "identity").strip().lower()
         if record.untouched and encoding != "identity":
             return  # an untouched flow may get a compressed stream: pass it on as it is, unmetered
         decoder = StreamDecoder(encoding) if encoding != "identity" else None  # unknown: raises, answer withheld
