@@ -308,3 +308,30 @@ def test_the_quick_header_lookup_answers_as_mitmproxy_does():
     for name in ("accept", "x-multi", "x-bytes", "missing"):
         assert header(headers, name) == headers.get(name)
     assert header(headers, "missing", "") == ""
+
+
+async def test_a_finished_stream_is_freed_without_the_cycle_collector(gate):
+    """Thousands of open streams make the collector's full collections long (they scan every live object, and the
+    event loop waits): a stream's flow and record must go when the flow goes, not wait for one of them."""
+    import gc
+    import weakref
+
+    pipeline, _ = gate
+    flow = call()
+    body = json.loads(flow.request.content) | {"stream": True}
+    flow.request.content = json.dumps(body).encode()
+    await through_request(pipeline, flow)
+    flow.response = tutils.tresp(status_code=200, content=b"", headers=((b"content-type", b"text/event-stream"),))
+    pipeline.responseheaders(flow)
+    tap = flow.response.stream
+    chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    assert b"hi" in b"".join(tap(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()) + tap(b""))
+    pipeline.response(flow)
+    record, flow_ref = weakref.ref(record_of(flow)), weakref.ref(flow)
+    assert record().tap is tap
+    gc.disable()
+    try:
+        del flow, tap
+        assert flow_ref() is None and record() is None
+    finally:
+        gc.enable()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import weakref
 
 from tollgate.core.dialects import OPENAI, USAGE_ENDPOINTS, StreamMeter, wants_stream_usage
 from tollgate.core.wire import StreamTranslator
@@ -23,12 +24,18 @@ log = logging.getLogger("tollgate")
 
 
 def _tap_failed(flow, record):
+    """What the tap calls when it fails. It holds the record weakly and not the flow: the record holds the tap, so
+    strong references would make every stream a reference cycle, freed only by the collector's full collections
+    (which then scan thousands of open streams and pause the event loop)."""
+    flow_id, weak_record = flow.id, weakref.ref(record)
+
     def report(error: Exception) -> None:
         GATEWAY_ERRORS.labels("stream").inc()
-        record.decision = Decision.GATEWAY_ERROR
-        record.reason = f"stream tap failed: {type(error).__name__}"
+        if (failed := weak_record()) is not None:
+            failed.decision = Decision.GATEWAY_ERROR
+            failed.reason = f"stream tap failed: {type(error).__name__}"
         log.error("tollgate: the stream tap failed for flow %s: %s (message withheld); the stream was cut\n%s",
-                  flow.id, type(error).__name__, "".join(traceback.format_tb(error.__traceback__)).rstrip())
+                  flow_id, type(error).__name__, "".join(traceback.format_tb(error.__traceback__)).rstrip())
     return report
 
 class Stream:
