@@ -3,6 +3,8 @@
 Every proxy intercepts HTTPS (HTTPS_PROXY style, CONNECT api.openai.com) from keep-alive clients and reaches the
 same fake provider over HTTPS; every call carries a distinct prompt, so nothing is a cache hit unless asked for:
   floor                  mitmdump with one addon that only rewrites the destination (scripts/bench_floor.py)
+  floor, no debug checks the same without mitmproxy's debug-only type checks, which tollgate turns off: what
+                         tollgate's own steps cost shows against this one
   tollgate               providers + one consumer + the ledger (authenticate, route, inject the org key, meter)
   default chain, memory  + prompt guard, a rate limit, a token limit and a budget, the response cache (misses)
   default chain, redis   the same with limits and cache in a private redis-server
@@ -89,8 +91,8 @@ def pooled(fake: FakeLLM) -> dict:
     return config
 
 
-def floor(work: Path, fake: FakeLLM, *extra: str) -> Gateway:
-    return Gateway(work / "floor", {}, script=False, extra=("-s", str(ROOT / "scripts" / "bench_floor.py"), "--set",
+def floor(work: Path, fake: FakeLLM, *extra: str, name: str = "floor") -> Gateway:
+    return Gateway(work / name, {}, script=False, extra=("-s", str(ROOT / "scripts" / "bench_floor.py"), "--set",
                    f"bench_upstream={fake.url}", "--set", "connection_strategy=lazy", *INSECURE, *extra))
 
 
@@ -143,6 +145,7 @@ def concurrent(proxy: Gateway, n: int, clients: int = 8, fixed: bool = False) ->
 
 def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     targets = {"floor": floor(work, fake),
+               "floor, no debug checks": floor(work, fake, "--set", "bench_debug_checks=false", name="floor-unchecked"),
                "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
                                                       "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
                "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE),
@@ -193,6 +196,12 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
                       f"{s['rps8']:.0f}{ratio('rps8')}", f"{s['ttft_p50']:.2f}{delta('ttft_p50')}",
                       TARGETS.get(name, ""))
     console.print(table)
+    like = summary["floor, no debug checks"]
+    for name in ("default chain", "default chain, redis"):
+        if (s := summary.get(name)) is not None:  # tollgate's own steps, against a floor that skips what it skips
+            console.print(f"{name} against the floor without debug checks: c=1 {s['rps'] / like['rps']:.0%} "
+                          f"({s['p50'] - like['p50']:+.2f} ms p50), c=8 {s['rps8'] / like['rps8']:.0%}, "
+                          f"TTFT {s['ttft_p50'] - like['ttft_p50']:+.2f} ms")
     console.print(f"guard: scanning a 100,000-character prompt with every detector: {guard_scan_ms():.2f} ms (median)")
     return summary
 

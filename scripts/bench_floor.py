@@ -1,13 +1,15 @@
 """The benchmark's floor: mitmdump with one addon that only sends every request to the fake provider (what any
 interception proxy must do at least). Answers are handled as tollgate handles them: plain answers whole (mitmdump's
 default), event streams passed through as they come (so stream time to first token compares like with like). `--set bench_upstream=https://127.0.0.1:PORT`;
-`--set bench_lag_file=F` also writes event-loop lag figures to F, measured as tollgate measures its own."""
+`--set bench_lag_file=F` also writes event-loop lag figures to F, measured as tollgate measures its own;
+`--set bench_debug_checks=false` skips mitmproxy's debug-only type checks of each request and response, as tollgate
+does (internals.py), for a like-for-like floor."""
 
 import asyncio
 import json
 from urllib.parse import urlsplit
 
-from mitmproxy import ctx
+from mitmproxy import ctx, http
 
 INTERVAL = 0.05
 
@@ -16,6 +18,11 @@ class Rewrite:
     def load(self, loader):
         loader.add_option("bench_upstream", str, "", "where every request goes")
         loader.add_option("bench_lag_file", str, "", "write event-loop lag figures here")
+        loader.add_option("bench_debug_checks", bool, True, "mitmproxy's debug-only type checks of each message")
+
+    def configure(self, updated):
+        if "bench_debug_checks" in updated and not ctx.options.bench_debug_checks:
+            http.MessageData.__post_init__ = lambda self: None
 
     def running(self):
         if ctx.options.bench_lag_file:

@@ -1,6 +1,7 @@
 """Every piece of mitmproxy's internals tollgate relies on, in one place, checked when the gateway loads.
 
-mitmproxy's addon API has no hook for four things a gateway needs, so they are patched in here:
+mitmproxy's addon API has no hook for four things a gateway needs, so they are patched in here (and one thing it
+does that a gateway does not need is turned off):
 - The org key exists only on the wire: the flow's request (what mitmweb, flow dumps and the log show, at any
   moment) carries a redacted header, and the key is put into a copy of the request as it is handed to the upstream
   connection (HTTP/1 and HTTP/2 alike).
@@ -10,6 +11,10 @@ mitmproxy's addon API has no hook for four things a gateway needs, so they are p
 - The request body limit is per flow (gateway.max_request_bytes for LLM calls), decided from Content-Length before
   the body is read and while a chunked body is read, so memory stays bounded by the limit.
 - An LLM call can close its upstream connection (timeouts).
+- mitmproxy's debug-only type check of every request and response it builds (`MessageData.__post_init__`, which
+  `python -O` leaves out) is skipped: it raised and caught several TypeErrors per message, ~50 µs each (a tenth of
+  a call's CPU in mitmproxy), and their tracebacks made every request and response, body included, a reference
+  cycle that only the collector frees. What it checks is what mitmproxy's own parser just built.
 
 If a mitmproxy upgrade changes these shapes, install() finds out before patching anything. The request body limit
 degrades: logged once, mitmproxy's own body_size_limit then applies to every flow. The event handler carries the
@@ -37,6 +42,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 _wire_credentials: "weakref.WeakKeyDictionary[http.Request, tuple[str, str]]" = weakref.WeakKeyDictionary()
 
 _original_handle_event = HttpStream._handle_event
+_original_message_check = http.MessageData.__dict__.get("__post_init__")  # None under python -O
 _original_check_body_size = HttpStream.check_body_size
 
 # Set by the pipeline: flow -> (record or None). The request body limit of a flow that is the gateway's, or None.
@@ -212,6 +218,10 @@ def _check_body_size(self, request: bool):
     return (yield from _original_check_body_size(self, request))
 
 
+def _unchecked(self) -> None:
+    """MessageData.__post_init__ without its debug-only type checks (see the module's docstring)."""
+
+
 def install(problems: dict[str, list[str]] | None = None) -> None:
     problems = check_shapes() if problems is None else problems
     if problems["events"]:  # the org key could not be kept off the flow: refuse rather than show it
@@ -223,11 +233,15 @@ def install(problems: dict[str, list[str]] | None = None) -> None:
             "body_size_limit applies to every flow instead", "; ".join(problems["body_limit"]))
     else:
         HttpStream.check_body_size = _check_body_size
+    if _original_message_check is not None:
+        http.MessageData.__post_init__ = _unchecked
 
 
 def uninstall() -> None:
     HttpStream._handle_event = _original_handle_event
     HttpStream.check_body_size = _original_check_body_size
+    if _original_message_check is not None:
+        http.MessageData.__post_init__ = _original_message_check
 
 
 def close_upstream(flow) -> None:
