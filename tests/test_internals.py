@@ -15,7 +15,7 @@ def pristine():
 
 
 def test_this_mitmproxy_has_every_shape_tollgate_relies_on():
-    assert internals.check_shapes() == {"events": [], "body_limit": []}
+    assert internals.check_shapes() == {"events": [], "body_limit": [], "debug_checks": []}
 
 
 def test_a_changed_body_limit_internal_is_logged_once_and_mitmproxy_limits_instead(pristine, caplog):
@@ -52,3 +52,12 @@ def test_mitmproxy_builds_requests_and_responses_without_its_debug_type_checks(p
     internals.uninstall()
     with pytest.raises(TypeError):  # mitmproxy's own check is back once the gateway unloads
         http.Response(b"HTTP/1.1", 200, b"OK", http.Headers(), b"", None, "not a time", None)
+
+
+def test_a_message_check_that_does_more_than_check_stays_on(pristine, caplog):
+    from mitmproxy import http
+
+    with caplog.at_level(logging.WARNING, logger="tollgate"):
+        internals.install({"events": [], "body_limit": [], "debug_checks": ["MessageData.__post_init__ does more"]})
+    assert http.MessageData.__post_init__ is internals._original_message_check
+    assert [r.message for r in caplog.records if "message checks stay on" in r.message] != []

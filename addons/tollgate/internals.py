@@ -43,6 +43,7 @@ _wire_credentials: "weakref.WeakKeyDictionary[http.Request, tuple[str, str]]" = 
 
 _original_handle_event = HttpStream._handle_event
 _original_message_check = http.MessageData.__dict__.get("__post_init__")  # None under python -O
+_CHECK_NAMES = {"fields", "getattr", "typecheck", "check_option_type", "name", "type"}  # all that it may do
 _original_check_body_size = HttpStream.check_body_size
 
 # Set by the pipeline: flow -> (record or None). The request body limit of a flow that is the gateway's, or None.
@@ -91,7 +92,10 @@ def check_shapes() -> dict[str, list[str]]:
         body_limit.append("HttpStream.request_body_buf is gone")
     if ErrorCode.REQUEST_TOO_LARGE.http_status_code() != 413:
         body_limit.append("ErrorCode.REQUEST_TOO_LARGE no longer maps to 413")
-    return {"events": events, "body_limit": body_limit}
+    debug_checks = []
+    if _original_message_check is not None and not set(_original_message_check.__code__.co_names) <= _CHECK_NAMES:
+        debug_checks.append("MessageData.__post_init__ does more than type checks")
+    return {"events": events, "body_limit": body_limit, "debug_checks": debug_checks}
 
 
 def _handle_event(self, event):
@@ -233,7 +237,10 @@ def install(problems: dict[str, list[str]] | None = None) -> None:
             "body_size_limit applies to every flow instead", "; ".join(problems["body_limit"]))
     else:
         HttpStream.check_body_size = _check_body_size
-    if _original_message_check is not None:
+    if problems.get("debug_checks"):  # it is no longer only a check: leave it as it is
+        logging.getLogger("tollgate").warning("tollgate: mitmproxy's message checks stay on (%s)",
+                                              "; ".join(problems["debug_checks"]))
+    elif _original_message_check is not None:
         http.MessageData.__post_init__ = _unchecked
 
 
