@@ -302,11 +302,12 @@ def test_pointing_a_request_elsewhere_rewrites_host_header_and_authority_as_mitm
 def test_the_quick_header_lookup_answers_as_mitmproxy_does():
     from mitmproxy.http import Headers
 
-    from tollgate.flows import header
+    from tollgate.flows import header, header_values
 
     headers = Headers([(b"Accept", b"a"), (b"X-Multi", b"1"), (b"x-multi", b"2"), (b"X-Bytes", b"caf\xc3\xa9\xff")])
     for name in ("accept", "x-multi", "x-bytes", "missing"):
         assert header(headers, name) == headers.get(name)
+        assert header_values(headers, name) == headers.get_all(name)
     assert header(headers, "missing", "") == ""
 
 

@@ -10,10 +10,9 @@ from mitmproxy import ctx
 
 from tollgate.core.forwarded import forwarded_client, is_trusted, parse_trusted
 from tollgate.core.schema import ConfigError
-from tollgate.flows import record_of
+from tollgate.flows import header_values, record_of
 
 HEADER = "x-forwarded-for"
-HEADER_BYTES = HEADER.encode()
 
 
 class ClientAddress:
@@ -35,8 +34,7 @@ class ClientAddress:
                 raise ValueError(str(e)) from None
 
     def _forwarded(self, flow) -> str | None:
-        if not (values := [v.decode("utf-8", "surrogateescape") for k, v in flow.request.headers.fields
-                           if k.lower() == HEADER_BYTES]):
+        if not (values := header_values(flow.request.headers, HEADER)):
             return None
         del flow.request.headers[HEADER]
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""

@@ -102,17 +102,16 @@ class HeaderView:
         return name in self._values
 
 
-def header(headers, name: str, default=None):
-    """headers.get(name) for a lower-case name, in one plain pass: mitmproxy's Headers make two method calls per
-    field on every lookup, and the gateway looks up a dozen a call. Several fields of the name fold as mitmproxy
-    folds them."""
+def header_values(headers, name: str) -> list[str]:
+    """headers.get_all(name) for a lower-case name, in one plain pass: mitmproxy's Headers make two method calls per
+    field on every lookup, and the gateway looks up a dozen a call."""
     key = name.encode()
-    values = [value for field, value in headers.fields if field.lower() == key]
-    if not values:
-        return default
-    if len(values) == 1:
-        return values[0].decode("utf-8", "surrogateescape")
-    return ", ".join(value.decode("utf-8", "surrogateescape") for value in values)
+    return [value.decode("utf-8", "surrogateescape") for field, value in headers.fields if field.lower() == key]
+
+
+def header(headers, name: str, default=None):
+    """headers.get(name) for a lower-case name (several fields of the name fold as mitmproxy folds them)."""
+    return ", ".join(values) if (values := header_values(headers, name)) else default
 
 
 def content_of(message) -> bytes | None:
