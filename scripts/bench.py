@@ -10,7 +10,8 @@ same fake provider over HTTPS; every call carries a distinct prompt, so nothing 
   default chain, redis   the same with limits and cache in a private redis-server
   cache hit              the same prompt every time, answered from the memory cache
 Rounds alternate between the targets, each round starting one target later, so that machine noise and position
-hit all alike; figures are medians of the rounds.
+hit all alike; figures are medians of the rounds. The proxy's CPU per call (its processes' user + system time from
+/proc over the c=1 calls) moves less with the machine's noise than the rates do.
 
 Other modes:
   --streams 2000     that many concurrent open streams on one gateway (slow fake provider): TTFT p50/p99, errors,
@@ -106,12 +107,14 @@ def sequential(proxy: Gateway, n: int, fixed: bool) -> dict:
         for _ in range(min(50, n)):  # warm-up: connection, TLS, caches
             client.post(URL, json=body(fixed=fixed)).raise_for_status()
         latencies = []
+        cpu = tree_cpu_s(proxy.proc.pid)
         start = time.perf_counter()
         for _ in range(n):
             t = time.perf_counter()
             client.post(URL, json=body(fixed=fixed)).raise_for_status()
             latencies.append((time.perf_counter() - t) * 1000)
         elapsed = time.perf_counter() - start
+        cpu = tree_cpu_s(proxy.proc.pid) - cpu
         ttfts = []
         for _ in range(max(5, n // 10)):
             t = time.perf_counter()
@@ -121,7 +124,7 @@ def sequential(proxy: Gateway, n: int, fixed: bool) -> dict:
                     if first is None and '"content": "' in line and '"content": ""' not in line:
                         first = (time.perf_counter() - t) * 1000
             ttfts.append(first)
-    return {"rps": n / elapsed, "p50": statistics.median(latencies),
+    return {"rps": n / elapsed, "cpu_ms": cpu / n * 1000, "p50": statistics.median(latencies),
             "p99": statistics.quantiles(latencies, n=100)[98], "ttft_p50": statistics.median(ttfts)}
 
 
@@ -187,21 +190,22 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     base = summary["floor"]
     table = Table(title=f"median of {args.rounds} rounds; per round and target {args.requests} calls at c=1, "
                         f"{args.requests} at c=8, {max(5, args.requests // 10)} streams; HTTPS interception")
-    for column in ("", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=8 req/s", "stream TTFT p50 ms", "target"):
+    for column in ("", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "proxy CPU ms/call", "c=8 req/s", "stream TTFT p50 ms",
+                   "target"):
         table.add_column(column, justify="right")
     for name, s in summary.items():
         ratio = lambda key: f" ({s[key] / base[key]:.0%})" if name != "floor" else ""  # noqa: E731
         delta = lambda key: f" ({s[key] - base[key]:+.2f})" if name != "floor" else ""  # noqa: E731
         table.add_row(name, f"{s['rps']:.0f}{ratio('rps')}", f"{s['p50']:.2f}{delta('p50')}", f"{s['p99']:.2f}",
-                      f"{s['rps8']:.0f}{ratio('rps8')}", f"{s['ttft_p50']:.2f}{delta('ttft_p50')}",
+                      f"{s['cpu_ms']:.2f}{delta('cpu_ms')}", f"{s['rps8']:.0f}{ratio('rps8')}", f"{s['ttft_p50']:.2f}{delta('ttft_p50')}",
                       TARGETS.get(name, ""))
     console.print(table)
     like = summary["floor, no debug checks"]
     for name in ("default chain", "default chain, redis"):
         if (s := summary.get(name)) is not None:  # tollgate's own steps, against a floor that skips what it skips
             console.print(f"{name} against the floor without debug checks: c=1 {s['rps'] / like['rps']:.0%} "
-                          f"({s['p50'] - like['p50']:+.2f} ms p50), c=8 {s['rps8'] / like['rps8']:.0%}, "
-                          f"TTFT {s['ttft_p50'] - like['ttft_p50']:+.2f} ms")
+                          f"({s['p50'] - like['p50']:+.2f} ms p50, {s['cpu_ms'] - like['cpu_ms']:+.2f} ms CPU), "
+                          f"c=8 {s['rps8'] / like['rps8']:.0%}, TTFT {s['ttft_p50'] - like['ttft_p50']:+.2f} ms")
     console.print(f"guard: scanning a 100,000-character prompt with every detector: {guard_scan_ms():.2f} ms (median)")
     return summary
 
@@ -226,6 +230,20 @@ def guard_scan_ms() -> float:
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and everything it started (scripts/run --workers: HAProxy and the workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += cpu_s(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+    return total
 
 
 def cpu_s(pid: int) -> float:
@@ -418,7 +436,7 @@ def main() -> None:
         args.requests, args.rounds = 48, 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # every stream is two sockets in the gateway
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    console = Console(width=140)
+    console = Console(width=170)
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     fake = FakeLLM(work / "fake", "--tls")
     try:

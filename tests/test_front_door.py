@@ -61,8 +61,10 @@ def test_bench_quick_measures_every_row(tmp_path):
     if shutil.which("haproxy"):
         expected |= {"chain, redis, 1 worker", "chain, redis, 2 workers"}
     assert expected <= set(figures)
-    assert all(row["rps"] > 0 and row["rps8"] > 0 and row["ttft_p50"] > 0 for row in figures.values())
+    assert all(row["rps"] > 0 and row["rps8"] > 0 and row["ttft_p50"] > 0 and row["cpu_ms"] > 0
+               for row in figures.values())
     assert "c=8 req/s" in result.stdout and "≥ 85% req/s" in result.stdout  # the targets stand beside the figures
+    assert "proxy CPU ms/call" in result.stdout
     assert "guard: scanning a 100,000-character prompt" in result.stdout
     assert "default chain against the floor without debug checks: c=1" in result.stdout  # like for like, too
 
