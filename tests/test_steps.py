@@ -286,7 +286,7 @@ async def test_a_step_that_cannot_say_whether_it_is_active_runs():
 def test_pointing_a_request_elsewhere_rewrites_host_header_and_authority_as_mitmproxy_does(http2, fields):
     """flows.point_at takes a shortcut past mitmproxy's setters (one pass over the headers instead of three): the
     request it leaves must be the one mitmproxy's own setters make, smuggled second Host header included."""
-    from tollgate.flows import header, point_at
+    from tollgate.flows import header, host_header, point_at
 
     ours = tutils.treq(scheme=b"https", host="api.openai.com", port=443, headers=fields,
                        authority=b"api.openai.com" if http2 else b"",
@@ -297,6 +297,7 @@ def test_pointing_a_request_elsewhere_rewrites_host_header_and_authority_as_mitm
     assert ours.data == theirs.data
     assert ours.url == "http://127.0.0.1:8080/path"
     assert header(ours.headers, "host") == (None if len(fields) == 1 else "127.0.0.1:8080")
+    assert host_header(ours) == ours.host_header  # what Classify compares with the provider's names
 
 
 def test_the_quick_header_lookup_answers_as_mitmproxy_does():

@@ -24,8 +24,8 @@ from tollgate.core.dialects import GEMINI, azure_path_parts, dialect_of_path, ge
 from tollgate.core.providers import split_host
 from tollgate.core.record import CallRecord, Decision
 from tollgate import internals
-from tollgate.flows import (THREAD_ABOVE_CHARS, HeaderView, header, off_loop_if, open_record, pending, record_of,
-                            reject, strip_credentials)
+from tollgate.flows import (THREAD_ABOVE_CHARS, HeaderView, host_header, off_loop_if, open_record, pending,
+                            record_of, reject, strip_credentials)
 
 NO_BODY_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
@@ -34,7 +34,7 @@ def _names(flow) -> list[tuple[str, int]]:
     """Every (host, port) the flow names: URL/CONNECT target, Host header, SNI."""
     request = flow.request
     names = [(request.host, request.port)]
-    if host := (request.is_http2 or request.is_http3) and request.authority or header(request.headers, "host"):
+    if host := host_header(request):
         names.append(split_host(host, request.port))
     if sni := flow.client_conn.sni:
         names.append((sni, request.port))

@@ -114,6 +114,11 @@ def header(headers, name: str, default=None):
     return ", ".join(values) if (values := header_values(headers, name)) else default
 
 
+def host_header(request) -> str | None:
+    """request.host_header (the :authority of HTTP/2 and 3, else the Host header), with a one-pass lookup."""
+    return (request.is_http2 or request.is_http3) and request.authority or header(request.headers, "host")
+
+
 def content_of(message) -> bytes | None:
     """message.get_content(strict=False), without a Headers lookup when the body is not encoded (the usual case)."""
     return message.get_content(strict=False) if header(message.headers, "content-encoding") else message.raw_content

@@ -37,6 +37,8 @@ from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestHeaders, Resp
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook
 from mitmproxy.net.http.http1 import expected_http_body_size
 
+from tollgate.flows import set_headers
+
 # Requests on their way upstream -> (header, value) to send instead of the redacted one. Weak: a flow that ends
 # takes its entry with it.
 _wire_credentials: "weakref.WeakKeyDictionary[http.Request, tuple[str, str]]" = weakref.WeakKeyDictionary()
@@ -137,9 +139,7 @@ def _handle_event(self, event):
 
 def send_with_credential(request: http.Request, header: str, value: str, shown: str) -> None:
     """The request shows `shown` in `header`; upstream gets `value` there."""
-    name = header.lower().encode()  # one pass (mitmproxy's setter makes two method calls per field)
-    headers = request.headers
-    headers.fields = tuple(f for f in headers.fields if f[0].lower() != name) + ((name, shown.encode()),)
+    set_headers(request.headers, {header: shown})
     _wire_credentials[request] = (header, value)
 
 
