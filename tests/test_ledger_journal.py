@@ -78,16 +78,21 @@ def test_rows_past_the_memory_bound_are_read_back_from_the_files_and_memory_take
     db.close()
 
 
+def locked_ledger(tmp_path, rows: int):
+    """A journal with rows to commit, and another connection holding SQLite's write lock (release: COMMIT)."""
+    path = str(tmp_path / "usage.db")
+    db, journal = LedgerDB(path), Journal(path)
+    for i in range(rows):
+        journal.append(row(i))
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    return path, journal, JournalCommitter(journal, db), blocker
+
+
 def test_a_batch_waiting_on_sqlite_does_not_hold_up_the_event_loop(tmp_path):
     """Another connection holds SQLite's write lock (a reader's long transaction, a slow disk): the batch waits for
     it in a worker thread while the event loop goes on serving calls, then every row goes in."""
-    path = str(tmp_path / "usage.db")
-    db, journal = LedgerDB(path), Journal(path)
-    for i in range(20):
-        journal.append(row(i))
-    committer = JournalCommitter(journal, db)
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
+    path, journal, committer, blocker = locked_ledger(tmp_path, 20)
 
     async def scenario() -> int:
         ticks = 0
@@ -114,13 +119,7 @@ def test_a_batch_waiting_on_sqlite_does_not_hold_up_the_event_loop(tmp_path):
 
 
 def test_closing_while_a_batch_is_under_way_puts_every_row_in_once_and_leaves_no_journal(tmp_path):
-    path = str(tmp_path / "usage.db")
-    db, journal = LedgerDB(path), Journal(path)
-    for i in range(10):
-        journal.append(row(i))
-    committer = JournalCommitter(journal, db)
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
+    path, journal, committer, blocker = locked_ledger(tmp_path, 10)
 
     async def scenario() -> bool:
         batch = asyncio.create_task(committer.commit_off_loop(JournalCommitter.MAX_BYTES))
