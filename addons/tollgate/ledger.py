@@ -172,11 +172,12 @@ class Ledger:
             self._failed(e, queued=True)
             retry = JournalCommitter.RETRY_SECONDS
         else:
-            self._committed()
             retry = None if done else 0  # a backlog: the next batch after whatever else waits on the loop
+            if committer is self.committer:  # (closed meanwhile: its rows went in with the close, or wait)
+                self._committed()
         finally:
             self._batch = None
-        if committer is not self.committer:  # closed meanwhile: its rows went in with the close
+        if committer is not self.committer:
             retry = None
         if retry is None and self.journal is not None and not self.journal.empty():  # rows came meanwhile
             retry = JournalCommitter.BATCH_SECONDS
