@@ -1,12 +1,10 @@
 """The ledger's journal (core/ledger.py): a row is on disk before the answer completes, in SQLite with the next
 batch, never twice, and a journal whose process died goes in with the next process that opens the ledger."""
 
-import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
 
 from conftest import ROOT
 from harness import journaled
@@ -76,62 +74,6 @@ def test_rows_past_the_memory_bound_are_read_back_from_the_files_and_memory_take
     assert ids(path) == [f"call-{i}" for i in range(65)]
     journal.close()
     db.close()
-
-
-def locked_ledger(tmp_path, rows: int):
-    """A journal with rows to commit, and another connection holding SQLite's write lock (release: COMMIT)."""
-    path = str(tmp_path / "usage.db")
-    db, journal = LedgerDB(path), Journal(path)
-    for i in range(rows):
-        journal.append(row(i))
-    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN IMMEDIATE")
-    return path, journal, JournalCommitter(journal, db), blocker
-
-
-def test_a_batch_waiting_on_sqlite_does_not_hold_up_the_event_loop(tmp_path):
-    """Another connection holds SQLite's write lock (a reader's long transaction, a slow disk): the batch waits for
-    it in a worker thread while the event loop goes on serving calls, then every row goes in."""
-    path, journal, committer, blocker = locked_ledger(tmp_path, 20)
-
-    async def scenario() -> int:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        beat = asyncio.create_task(ticker())
-        batch = asyncio.create_task(committer.commit_off_loop(JournalCommitter.MAX_BYTES))
-        await asyncio.sleep(0.5)
-        assert not batch.done(), "the batch waits for the lock"
-        blocker.execute("COMMIT")
-        assert await batch is True
-        beat.cancel()
-        return ticks
-
-    assert asyncio.run(scenario()) >= 25, "the loop kept running while the batch waited"
-    assert ids(path) == [f"call-{i}" for i in range(20)]
-    assert journaled(path) == 0
-    committer.close()
-
-
-def test_closing_while_a_batch_is_under_way_puts_every_row_in_once_and_leaves_no_journal(tmp_path):
-    path, journal, committer, blocker = locked_ledger(tmp_path, 10)
-
-    async def scenario() -> bool:
-        batch = asyncio.create_task(committer.commit_off_loop(JournalCommitter.MAX_BYTES))
-        await asyncio.sleep(0.2)  # the worker thread waits for the lock
-        threading.Timer(0.3, blocker.execute, ["COMMIT"]).start()
-        journal.append(row(10))   # a row that came meanwhile
-        committer.close()         # the gateway stops: waits for the batch, takes the rest in, closes the files
-        return await batch
-
-    assert asyncio.run(scenario()) is True
-    assert ids(path) == [f"call-{i}" for i in range(11)]
-    assert not [p for p in os.listdir(tmp_path) if ".journal-" in p], "the emptied journal is gone"
 
 
 DIES = """

@@ -1,6 +1,5 @@
 """Writes every call's record to the usage ledger: on disk before the answer completes (the process's journal), in
-SQLite within about 0.1 s, in batches whose SQLite work runs in a worker thread (core/ledger.py: Journal,
-JournalCommitter).
+SQLite within milliseconds, in batches on the event loop (core/ledger.py: Journal, JournalCommitter).
 
 A row that cannot be written (full disk, locked or broken file) is never lost silently: it is counted in
 tollgate_ledger_errors_total, the outage is logged once when it starts and once when it ends, /healthz answers 503
@@ -39,7 +38,6 @@ class Ledger:
         self.committer: JournalCommitter | None = None
         self._commit_at: asyncio.TimerHandle | None = None
         self._committed_at = float("-inf")  # time.monotonic() of the last batch
-        self._batch: asyncio.Task | None = None  # the batch under way (its SQLite work in a worker thread)
         self._checkpoints: asyncio.Task | None = None
         self._shipper: Shipper | None = None
 
@@ -67,15 +65,14 @@ class Ledger:
             self._commit_at = None
         if self.committer is not None:
             try:
-                self.committer.close()
+                self.committer.commit()
             except Exception as e:
                 log.error("tollgate: the usage ledger cannot be written (%s: %s); rows wait in the journal beside "
                           "it for the next start", type(e).__name__, e)
-        else:  # a half-made ledger
-            if self.journal is not None:
-                self.journal.close()
-            if self.db is not None:
-                self.db.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self.db is not None:
+            self.db.close()
         self.db = self.journal = self.committer = None
 
     def running(self):  # sync on purpose (hot reload)
@@ -89,8 +86,6 @@ class Ledger:
             self._shipper.start()
 
     def done(self):
-        if self._batch is not None:  # its rows go in with the close below
-            self._batch.cancel()
         if self._checkpoints is not None:
             self._checkpoints.cancel()
             self._checkpoints = None
@@ -149,57 +144,30 @@ class Ledger:
     def _commit_later(self, spacing: float) -> None:
         """The next batch, `spacing` after the last one: a quiet gateway's row goes in at once (and a failing disk
         shows at once), a busy one's rows go in together."""
-        if self._commit_at is None and self._batch is None:
+        if self._commit_at is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no event loop (a script): commit now
-                self._commit_now()
+                self._commit()
                 return
-            self._commit_at = loop.call_later(max(0.0, self._committed_at + spacing - time.monotonic()),
-                                              self._start_batch)
+            self._commit_at = loop.call_later(max(0.0, self._committed_at + spacing - time.monotonic()), self._commit)
 
-    def _start_batch(self) -> None:
+    def _commit(self) -> None:
         self._commit_at = None
-        if self.committer is not None:
-            self._committed_at = time.monotonic()
-            self._batch = asyncio.get_running_loop().create_task(self._commit_batch(self.committer))
-
-    async def _commit_batch(self, committer: JournalCommitter) -> None:
-        retry = None
-        try:
-            done = await committer.commit_off_loop(JournalCommitter.MAX_BYTES)
-        except Exception as e:
-            self._failed(e, queued=True)
-            retry = JournalCommitter.RETRY_SECONDS
-        else:
-            retry = None if done else 0  # a backlog: the next batch after whatever else waits on the loop
-            if committer is self.committer:  # (closed meanwhile: its rows went in with the close, or wait)
-                self._committed()
-        finally:
-            self._batch = None
-        if committer is not self.committer:
-            retry = None
-        if retry is None and self.journal is not None and not self.journal.empty():  # rows came meanwhile
-            retry = JournalCommitter.BATCH_SECONDS
-        if retry is not None:
-            self._commit_later(retry)
-
-    def _commit_now(self) -> None:
         self._committed_at = time.monotonic()
         if self.committer is None:
             return
         try:
-            self.committer.commit()
+            done = self.committer.commit(JournalCommitter.MAX_BYTES)
         except Exception as e:
             self._failed(e, queued=True)
+            self._commit_later(JournalCommitter.RETRY_SECONDS)
             return
-        self._committed()
-
-    @staticmethod
-    def _committed() -> None:
         if not health.ledger_ok:
             log.warning("tollgate: the usage ledger is writable again")
             health.ledger_ok = True
+        if not done:  # a backlog: the next batch after whatever else waits on the loop
+            self._commit_later(0)
 
     def _failed(self, e: Exception, queued: bool = False) -> None:
         """queued: the rows are in the journal, on disk, and go in when SQLite takes them again."""

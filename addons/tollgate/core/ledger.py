@@ -4,16 +4,13 @@ A gateway's rows reach the disk before the answer completes, so killing the gate
 row is one append to the process's journal (Journal: one write(), no fsync; the same promise as an SQLite WAL commit
 with synchronous=NORMAL, which it replaced: that commit cost the event loop ~0.1 ms a call in page writes and file
 locks). JournalCommitter puts the journal into SQLite in batches, one transaction each, and empties it once all of
-it is there, with SQLite's own work in a worker thread (a commit waits on the disk: milliseconds, far longer when it
-is busy, and the event loop must not wait with it); a journal whose process died is committed by the next process
-that opens the ledger. The checkpoint that
+it is there; a journal whose process died is committed by the next process that opens the ledger. The checkpoint that
 copies the WAL into the database and fsyncs is switched off on the writing connection and run by checkpoint() from
 a worker thread instead; it also keeps the WAL from growing without bound.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import errno
 import fcntl
@@ -22,7 +19,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -342,9 +338,8 @@ def recover_journals(db: "LedgerDB") -> int:
 
 class JournalCommitter:
     """Commits a journal to SQLite in batches, all that is new (up to MAX_BYTES) in one transaction. Its caller
-    schedules it: the gateway every BATCH_SECONDS while rows wait, each batch's SQLite work in a worker thread
-    (commit_off_loop); the journal's bookkeeping stays on the event loop, the one thread that appends. (A hop to a
-    thread for every row measured slower than committing on the loop; one hop a batch costs next to nothing.)"""
+    schedules it: the gateway runs it on its event loop every BATCH_SECONDS while rows wait (a writer thread
+    contends with the event loop for the GIL, which measured slower than the commits themselves)."""
 
     BATCH_SECONDS = 0.1  # batches at most this often (rows reach readers within ~0.1 s; fewer transactions cost less)
     RETRY_SECONDS = 0.5
@@ -352,8 +347,6 @@ class JournalCommitter:
 
     def __init__(self, journal: Journal, db: "LedgerDB"):
         self.journal, self.db = journal, db
-        self.lock = threading.RLock()  # the connection: one batch at a time, and none once close() has run
-        self.closed = False
 
     def commit(self, max_bytes: int | None = None) -> bool:
         """Commits what is new, about max_bytes of it (None: all); True when nothing is left. Raises what stops
@@ -364,43 +357,9 @@ class JournalCommitter:
             if not n:
                 return True
             if rows:  # (a damaged line parses to nothing: skipped)
-                self._write(rows)
+                commit_rows(self.db, rows)
             self.journal.committed(segment, n)
             if left is not None:
                 left -= n
                 if left <= 0:
                     return self.journal.empty()
-
-    async def commit_off_loop(self, max_bytes: int) -> bool:
-        """As commit(max_bytes), with SQLite's work in a worker thread. A close() meanwhile took the rows in
-        itself (a row committed twice stays one row): then nothing more is done here."""
-        left = max_bytes
-        while not self.closed:
-            segment, rows, n = self.journal.pending(max(left, 1))
-            if not n:
-                return True
-            if rows:
-                await asyncio.to_thread(self._write, rows)
-                if self.closed:
-                    break
-            self.journal.committed(segment, n)
-            left -= n
-            if left <= 0:
-                return self.journal.empty()
-        return True
-
-    def _write(self, rows: list[dict]) -> None:
-        with self.lock:
-            if not self.closed:
-                commit_rows(self.db, rows)
-
-    def close(self) -> None:
-        """The last rows go in (raises as commit() does), then the journal and the database close. Waits for a
-        batch under way in the worker thread."""
-        with self.lock:
-            try:
-                self.commit()
-            finally:
-                self.closed = True
-                self.journal.close()
-                self.db.close()
