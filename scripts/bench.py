@@ -3,8 +3,8 @@
 Every proxy intercepts HTTPS (HTTPS_PROXY style, CONNECT api.openai.com) from keep-alive clients and reaches the
 same fake provider over HTTPS; every call carries a distinct prompt, so nothing is a cache hit unless asked for:
   floor                  mitmdump with one addon that only rewrites the destination (scripts/bench_floor.py)
-  floor, no debug checks the same without mitmproxy's debug-only type checks, which tollgate turns off: what
-                         tollgate's own steps cost shows against this one
+  floor, tollgate's mitmproxy  the same with mitmproxy run as tollgate runs it (internals.speed_up: debug-only
+                         type checks off, addon dispatch walked once): what tollgate's own steps cost shows against it
   tollgate               providers + one consumer + the ledger (authenticate, route, inject the org key, meter)
   default chain, memory  + prompt guard, a rate limit, a token limit and a budget, the response cache (misses)
   default chain, redis   the same with limits and cache in a private redis-server
@@ -148,7 +148,7 @@ def concurrent(proxy: Gateway, n: int, clients: int = 8, fixed: bool = False) ->
 
 def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     targets = {"floor": floor(work, fake),
-               "floor, no debug checks": floor(work, fake, "--set", "bench_debug_checks=false", name="floor-unchecked"),
+               "floor, tollgate's mitmproxy": floor(work, fake, "--set", "bench_like_tollgate=true", name="floor-tuned"),
                "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
                                                       "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
                "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE),
@@ -200,10 +200,10 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
                       f"{s['cpu_ms']:.2f}{delta('cpu_ms')}", f"{s['rps8']:.0f}{ratio('rps8')}", f"{s['ttft_p50']:.2f}{delta('ttft_p50')}",
                       TARGETS.get(name, ""))
     console.print(table)
-    like = summary["floor, no debug checks"]
+    like = summary["floor, tollgate's mitmproxy"]
     for name in ("default chain", "default chain, redis"):
         if (s := summary.get(name)) is not None:  # tollgate's own steps, against a floor that skips what it skips
-            console.print(f"{name} against the floor without debug checks: c=1 {s['rps'] / like['rps']:.0%} "
+            console.print(f"{name} against the floor on tollgate's mitmproxy: c=1 {s['rps'] / like['rps']:.0%} "
                           f"({s['p50'] - like['p50']:+.2f} ms p50, {s['cpu_ms'] - like['cpu_ms']:+.2f} ms CPU), "
                           f"c=8 {s['rps8'] / like['rps8']:.0%}, TTFT {s['ttft_p50'] - like['ttft_p50']:+.2f} ms")
     console.print(f"guard: scanning a 100,000-character prompt with every detector: {guard_scan_ms():.2f} ms (median)")

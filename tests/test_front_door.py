@@ -54,7 +54,7 @@ def test_bench_quick_measures_every_row(tmp_path):
                             env={**subprocess_env(), "PYTHONPATH": str(ROOT / "scripts")})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(out.read_text())
-    expected = {"floor", "floor, no debug checks", "tollgate", "default chain", "chain + pool, fallback",
+    expected = {"floor", "floor, tollgate's mitmproxy", "tollgate", "default chain", "chain + pool, fallback",
                 "default chain, redis", "cache hit"}
     if shutil.which("initdb"):
         expected.add("chain, ledger on postgres")
@@ -66,7 +66,7 @@ def test_bench_quick_measures_every_row(tmp_path):
     assert "c=8 req/s" in result.stdout and "≥ 85% req/s" in result.stdout  # the targets stand beside the figures
     assert "proxy CPU ms/call" in result.stdout
     assert "guard: scanning a 100,000-character prompt" in result.stdout
-    assert "default chain against the floor without debug checks: c=1" in result.stdout  # like for like, too
+    assert "default chain against the floor on tollgate's mitmproxy: c=1" in result.stdout  # like for like, too
 
 
 def wrapper(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
