@@ -9,8 +9,8 @@ same fake provider over HTTPS; every call carries a distinct prompt, so nothing 
   default chain, memory  + prompt guard, a rate limit, a token limit and a budget, the response cache (misses)
   default chain, redis   the same with limits and cache in a private redis-server
   cache hit              the same prompt every time, answered from the memory cache
-Rounds alternate between the targets, each round starting one target later, so that machine noise and position
-hit all alike; figures are medians of the rounds. The proxy's CPU per call (its processes' user + system time from
+Rounds alternate between the targets, each round in another (seeded) order, so that machine noise, position and
+neighbours hit all alike; figures are medians of the rounds. The proxy's CPU per call (its processes' user + system time from
 /proc over the c=1 calls) moves less with the machine's noise than the rates do.
 
 Other modes:
@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -171,9 +172,9 @@ def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
             work / "compare", chain(fake), extra=INSECURE, script_file=args.compare / "addons" / "gateway.py")
     results: dict[str, list[dict]] = {name: [] for name in targets}
     try:
-        names = list(targets)
-        for round_ in range(args.rounds):  # each round starts one target later: none always runs first or last
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        order = random.Random(0)  # the same orders on every run
+        for round_ in range(args.rounds):  # a new order each round: no target always runs first, last, or after
+            for name in order.sample(list(targets), len(targets)):  # the same one (which may leave work behind)
                 proxy = targets[name]
                 fixed = name == "cache hit"
                 figures = sequential(proxy, args.requests, fixed) | concurrent(proxy, args.requests, fixed=fixed)
@@ -262,13 +263,16 @@ def loop_stalls(metrics_url: str) -> tuple[int, int, str]:
     return int(total), int(total - buckets.get("0.1", 0)), worst
 
 
-async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_s: float) -> dict:
+async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_s: float, stalls) -> dict:
+    """stalls: () -> the gateway's loop stalls over 100 ms so far, read when all n streams are open and when the
+    first of them ends: the stalls while all were open, apart from those of the ramp (its TLS handshakes)."""
     import aiohttp
 
     context = ssl_for(proxy)
     ttfts: list[float] = []
     errors: list[str] = []
     live = peak = 0
+    all_open, one_ended = asyncio.Event(), asyncio.Event()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=context),
                                      timeout=aiohttp.ClientTimeout(total=300)) as session:
@@ -282,10 +286,14 @@ async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_
                     response.raise_for_status()
                     live += 1
                     peak = max(peak, live)
+                    if live == n:
+                        all_open.set()
                     async for line in response.content:
                         if first is None and b'"content": "' in line and b'"content": ""' not in line:
                             first = (time.perf_counter() - start) * 1000
                     live -= 1
+                    if all_open.is_set():
+                        one_ended.set()
                 ttfts.append(first)
             except Exception as e:  # counted and reported, never hidden
                 errors.append(f"{type(e).__name__}: {e}")
@@ -294,13 +302,21 @@ async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_
         for _ in range(n):  # a steady ramp: a burst of 2000 TLS handshakes at once would measure only those
             tasks.append(asyncio.create_task(one()))
             await asyncio.sleep(ramp_s / n)
+        steady = None
+        try:
+            await asyncio.wait_for(all_open.wait(), timeout=words * delay_ms / 1000)
+            opened_at, before = time.perf_counter(), await asyncio.to_thread(stalls)
+            await one_ended.wait()
+            steady = (time.perf_counter() - opened_at, await asyncio.to_thread(stalls) - before)
+        except TimeoutError:  # never all open at once: reported as such
+            pass
         await asyncio.gather(*tasks)
-    return {"ttfts": ttfts, "errors": errors, "peak": peak}
+    return {"ttfts": ttfts, "errors": errors, "peak": peak, "steady": steady}
 
 
 def many_streams(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     """The floor and the default chain in turn, each holding args.streams streams open at once."""
-    ramp_s = max(2.0, args.streams / 200)  # 200 new connections a second
+    ramp_s = max(2.0, args.streams / args.ramp)
     delay_ms = 1000
     words = int(ramp_s + 10)  # each stream outlives the ramp by 10 s: at its end, all of them are open
     figures = {}
@@ -310,11 +326,13 @@ def many_streams(args, work: Path, fake: FakeLLM, console: Console) -> dict:
             work / "streams", chain(fake), extra=(*INSECURE, "--set", f"tollgate_metrics_port={metrics_port}",
                                                   *os.environ.get("BENCH_EXTRA", "").split()))
         metrics = f"http://127.0.0.1:{metrics_port}/metrics" if name != "floor" else None
+        stalls = (lambda: loop_stalls(metrics)[1]) if metrics else (
+            lambda: json.loads(lag_file.read_text())["stalls_over_100ms"])
         try:
             sequential(proxy, 20, False)  # warm-up
             before_cpu, before_loop = cpu_s(proxy.proc.pid), loop_stalls(metrics) if metrics else None
             start = time.perf_counter()
-            result = asyncio.run(_open_streams(proxy, args.streams, words, delay_ms, ramp_s))
+            result = asyncio.run(_open_streams(proxy, args.streams, words, delay_ms, ramp_s, stalls))
             elapsed = time.perf_counter() - start
             cpu, after_loop = cpu_s(proxy.proc.pid) - before_cpu, loop_stalls(metrics) if metrics else None
             rss = rss_mb(proxy.proc.pid)
@@ -325,7 +343,8 @@ def many_streams(args, work: Path, fake: FakeLLM, console: Console) -> dict:
             "served": len(result["ttfts"]), "errors": len(result["errors"]), "peak_open": result["peak"],
             "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
             "ttft_p99_ms": ttfts[max(0, int(len(ttfts) * 0.99) - 1)] if ttfts else None, "rss_mb": rss, "cpu_s": cpu,
-            "wall_s": elapsed}
+            "wall_s": elapsed, "all_open_s": result["steady"][0] if result["steady"] else "never all open",
+            "stalls_over_100ms_while_all_open": result["steady"][1] if result["steady"] else "-"}
         if metrics:
             figures[name] |= {"loop_stalls_over_100ms": after_loop[1] - before_loop[1],
                               "worst_loop_lag_s": f"<= {after_loop[2]}"}
@@ -335,7 +354,8 @@ def many_streams(args, work: Path, fake: FakeLLM, console: Console) -> dict:
         for error in result["errors"][:5]:
             console.print(f"  [red]{name}: {error}[/]")
     table = Table(title=f"{args.streams} concurrent streams on one process (opened over {ramp_s:.0f} s, each "
-                        f"{words} chunks {delay_ms} ms apart); default chain on the memory store")
+                        f"{words} chunks {delay_ms} ms apart); default chain on the memory store; stalls: the "
+                        f"whole run's, and those while all were open (the ramp's TLS handshakes apart)")
     table.add_column("")
     for name in figures:
         table.add_column(name, justify="right")
@@ -424,6 +444,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="calls per round, target and concurrency")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, help="instead: this many concurrent open streams on one gateway")
+    parser.add_argument("--ramp", type=float, default=200, help="with --streams: new streams a second (each is two "
+                        "TLS handshakes in the gateway: 200 a second fill a core of this machine)")
     parser.add_argument("--memory", type=int, help="instead: RSS after 10%% of this many calls and after all")
     parser.add_argument("--vectors", type=int, help="instead: semantic lookup latency with this many stored entries "
                         "on each vector index backend")

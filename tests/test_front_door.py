@@ -69,6 +69,29 @@ def test_bench_quick_measures_every_row(tmp_path):
     assert "default chain against the floor on tollgate's mitmproxy: c=1" in result.stdout  # like for like, too
 
 
+def test_bench_streams_and_memory_modes_report_their_figures(tmp_path):
+    """scripts/bench --streams N --ramp R and --memory N, small: every stream served for floor and chain, the stalls
+    while all were open counted apart from the ramp's, RSS before and after."""
+    env = {**subprocess_env(), "PYTHONPATH": str(ROOT / "scripts")}
+    out = tmp_path / "streams.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--streams", "40", "--ramp", "40",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"floor", "default chain"}
+    for row in figures.values():
+        assert (row["served"], row["errors"], row["peak_open"]) == (40, 0, 40)
+        assert isinstance(row["stalls_over_100ms_while_all_open"], int) and row["all_open_s"] > 5
+        assert row["ttft_p50_ms"] > 0 and row["rss_mb"] > 0 and row["cpu_s"] > 0
+    out = tmp_path / "memory.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--memory", "800", "--json",
+                             str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["calls"] == 800 and figures["rss_mb_at_end"] > figures["rss_mb_at_10pct"] * 0.5
+    assert "target within 10%" in result.stdout
+
+
 def wrapper(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
     """A front-door shell command exactly as the README gives it."""
     return subprocess.run([str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True,
