@@ -263,7 +263,7 @@ def loop_stalls(metrics_url: str) -> tuple[int, int, str]:
     return int(total), int(total - buckets.get("0.1", 0)), worst
 
 
-async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_s: float, stalls) -> dict:
+async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_s: float, stalls=None) -> dict:
     """stalls: () -> the gateway's loop stalls over 100 ms so far, read when all n streams are open and when the
     first of them ends: the stalls while all were open, apart from those of the ramp (its TLS handshakes)."""
     import aiohttp
@@ -297,19 +297,21 @@ async def _open_streams(proxy: Gateway, n: int, words: int, delay_ms: int, ramp_
                 ttfts.append(first)
             except Exception as e:  # counted and reported, never hidden
                 errors.append(f"{type(e).__name__}: {e}")
+                one_ended.set()
 
         tasks = []
         for _ in range(n):  # a steady ramp: a burst of 2000 TLS handshakes at once would measure only those
             tasks.append(asyncio.create_task(one()))
             await asyncio.sleep(ramp_s / n)
         steady = None
-        try:
-            await asyncio.wait_for(all_open.wait(), timeout=words * delay_ms / 1000)
-            opened_at, before = time.perf_counter(), await asyncio.to_thread(stalls)
-            await one_ended.wait()
-            steady = (time.perf_counter() - opened_at, await asyncio.to_thread(stalls) - before)
-        except TimeoutError:  # never all open at once: reported as such
-            pass
+        if stalls is not None:
+            try:
+                await asyncio.wait_for(all_open.wait(), timeout=words * delay_ms / 1000)
+                opened_at, before = time.perf_counter(), await asyncio.to_thread(stalls)
+                await asyncio.wait_for(one_ended.wait(), timeout=words * delay_ms / 1000 + 60)
+                steady = (time.perf_counter() - opened_at, await asyncio.to_thread(stalls) - before)
+            except TimeoutError:  # never all open at once: reported as such
+                pass
         await asyncio.gather(*tasks)
     return {"ttfts": ttfts, "errors": errors, "peak": peak, "steady": steady}
 

@@ -95,6 +95,20 @@ def test_cut_stream_keeps_text_for_counting():
     assert tap.meter.streamed_text == "Hel" and tap.meter.usage is None and tap.first_token_at == 5.0
 
 
+def test_a_chunk_goes_on_before_its_events_are_read_and_the_meter_is_exact_whenever_it_is_read():
+    """Reading each event's JSON would delay the client's first token: it waits for the tap's next call (or for
+    the meter to be read), and the first token is timed by when its chunk came, not when it was read."""
+    clock = iter([1.0, 2.0, 3.0, 4.0])
+    tap = StreamTap(StreamMeter(OPENAI), drop_usage_chunk=True, clock=lambda: next(clock))
+    cut = OPENAI_STREAM.index(b"lo") + 5
+    first = b"".join(tap(OPENAI_STREAM[:cut]))
+    assert b'"Hel' in first and tap._stream_meter.text == []  # passed on, not read yet
+    assert tap.meter.streamed_text == "Hel" and tap.first_token_at == 1.0  # read when asked, timed as it came
+    rest = b"".join(tap(OPENAI_STREAM[cut:]) + tap(b""))
+    assert tap.meter.usage == Usage(9, 2, 4) and tap.meter.streamed_text == "Hello" and tap.first_token_at == 1.0
+    assert b'"choices": []' not in first + rest  # the injected usage chunk still stays behind
+
+
 def test_sse_buffer_handles_crlf_and_multiline_data():
     buf = SSEBuffer()
     events = buf.feed(b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: x")

@@ -6,6 +6,7 @@ import re
 import zlib
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_EMPTY_LIST = re.compile(rb"\[\s*\]")  # every usage-only chunk has one ("choices": []); few other events do
 
 
 class SSEBuffer:
@@ -81,11 +82,16 @@ class StreamTap:
 
     It never raises (mitmproxy calls it outside any hook): an event the meter cannot read passes on unmetered; a
     failure anywhere else (the answer editor, a decoder) ends the stream for the client at that point, reported
-    once through on_failure: what could not be checked is not passed on."""
+    once through on_failure: what could not be checked is not passed on.
+
+    When nothing rewrites or holds the events (no translator, editor or gate), a chunk's events go on at once and
+    are metered on the tap's next call, or when the meter is read: reading each event's JSON (~10 us an event) no
+    longer delays the client's first token. An event that may be the usage-only chunk to drop (one with an empty
+    list) is metered before it goes, in order."""
 
     def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None,
                  translator=None):
-        self.meter = meter
+        self._stream_meter = meter
         self.translator = translator  # wire.StreamTranslator: the provider's events into the client's format
         self.on_failure = on_failure
         self.failed: Exception | None = None
@@ -93,7 +99,9 @@ class StreamTap:
         self.odd_events = 0  # events the meter could not read (passed on as they came)
         self.last_chunk_at: float | None = None
         self.drop_usage_chunk = drop_usage_chunk
-        self.first_token_at: float | None = None
+        self._first_token_at: float | None = None
+        self._unmetered: list[bytes] = []  # passed on, metered next: the events of the last chunk
+        self._unmetered_at = 0.0           # when they came
         self._clock = clock
         self._buffer = SSEBuffer()
         # The upstream events as they came (for the cache), while they fit in keep_bytes; None once they did not.
@@ -121,13 +129,34 @@ class StreamTap:
                 self.on_failure(e)
             return []
 
+    @property
+    def meter(self):
+        """The StreamMeter, up to date with every event passed on."""
+        self._catch_up()
+        return self._stream_meter
+
+    @property
+    def first_token_at(self) -> float | None:
+        self._catch_up()
+        return self._first_token_at
+
+    def _catch_up(self) -> None:
+        """Meters the events passed on unmetered, at the time they came."""
+        if self._unmetered:
+            events, self._unmetered = self._unmetered, []
+            for raw in events:
+                self._meter(raw, self._unmetered_at)
+
     def _pass(self, chunk: bytes) -> list[bytes]:
+        self._catch_up()
         if not chunk:  # end of stream
             events = self._end_events()
             if self.gate is not None:
                 events = self.gate.feed(events, end=True)
             out = b"".join(self._early + events)
             return [out] if out else []
+        if self.translator is None and self.editor is None and self.gate is None:
+            return self._pass_then_meter(self._buffer.feed(chunk))
         events = [raw for raw in self._buffer.feed(chunk) if not self._meter(raw)]
         if self.translator is not None:
             events = self._translate(events, end=False)
@@ -138,12 +167,27 @@ class StreamTap:
         out = b"".join(events)
         return [out] if out else []
 
+    def _pass_then_meter(self, events: list[bytes]) -> list[bytes]:
+        out = []
+        for raw in events:
+            if self.drop_usage_chunk and _EMPTY_LIST.search(raw):  # it may have to stay behind: metered first
+                self._catch_up()
+                if self._meter(raw, self.last_chunk_at):
+                    continue
+            else:
+                self._unmetered.append(raw)
+            out.append(raw)
+        self._unmetered_at = self.last_chunk_at
+        out = b"".join(out)
+        return [out] if out else []
+
     def _end_events(self) -> list[bytes]:
         """What the end of the stream releases (the buffered rest, the translator's close, the editor's held
         tails): computed once."""
         if self._end is not None:
             events, self._end = self._end, []
             return events
+        self._catch_up()
         self._end = []
         rest = self._buffer.flush()
         events = [rest] if rest and not (rest.strip() and self._meter(rest)) else []
@@ -177,16 +221,17 @@ class StreamTap:
         drop = self.translator.drop_usage_chunk
         return [raw for raw in out if not (drop and self.translator.is_usage_chunk(raw))]
 
-    def _meter(self, raw: bytes) -> bool:
+    def _meter(self, raw: bytes, came_at: float | None = None) -> bool:
         """Feeds one event to the meter; True if the event is to be dropped."""
         if self.translator is None:
             self._keep(raw)
         name, data = parse_event(raw)
+        meter = self._stream_meter
         try:
-            usage_only = self.meter.feed(data, name)
+            usage_only = meter.feed(data, name)
         except Exception:  # an odd event (wrong types, garbage): forwarded as it came, unmetered
             self.odd_events += 1
             return False
-        if self.first_token_at is None and self.meter.text:
-            self.first_token_at = self._clock()
+        if self._first_token_at is None and meter.text:
+            self._first_token_at = self._clock() if came_at is None else came_at
         return usage_only and self.drop_usage_chunk
