@@ -109,6 +109,19 @@ def test_a_chunk_goes_on_before_its_events_are_read_and_the_meter_is_exact_whene
     assert b'"choices": []' not in first + rest  # the injected usage chunk still stays behind
 
 
+def test_on_a_running_loop_the_meter_reads_a_chunk_as_soon_as_the_loop_is_free():
+    import asyncio
+
+    async def stream():
+        tap = StreamTap(StreamMeter(OPENAI), drop_usage_chunk=True, clock=lambda: 7.0)
+        tap(OPENAI_STREAM[: OPENAI_STREAM.index(b"lo") + 5])
+        assert tap._stream_meter.streamed_text == ""  # the chunk went first
+        await asyncio.sleep(0)
+        assert tap._stream_meter.streamed_text == "Hel" and tap._first_token_at == 7.0  # no next chunk needed
+
+    asyncio.run(stream())
+
+
 def test_sse_buffer_handles_crlf_and_multiline_data():
     buf = SSEBuffer()
     events = buf.feed(b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: x")

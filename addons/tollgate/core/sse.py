@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 
@@ -85,8 +86,8 @@ class StreamTap:
     once through on_failure: what could not be checked is not passed on.
 
     When nothing rewrites or holds the events (no translator, editor or gate), a chunk's events go on at once and
-    are metered on the tap's next call, or when the meter is read: reading each event's JSON (~10 us an event) no
-    longer delays the client's first token. An event that may be the usage-only chunk to drop (one with an empty
+    are metered once the event loop is free again (or on the tap's next call, or when the meter is read, whichever
+    comes first): reading each event's JSON (~10 us an event) no longer delays the client's first token. An event that may be the usage-only chunk to drop (one with an empty
     list) is metered before it goes, in order."""
 
     def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None,
@@ -178,8 +179,26 @@ class StreamTap:
                 self._unmetered.append(raw)
             out.append(raw)
         self._unmetered_at = self.last_chunk_at
+        if self._unmetered:
+            self._catch_up_soon()
         out = b"".join(out)
         return [out] if out else []
+
+    def _catch_up_soon(self) -> None:
+        """Meters the events just passed on once the loop is free again (after the chunk was written), not when the
+        next chunk comes; without a running loop (tests), the next call does."""
+        try:
+            asyncio.get_running_loop().call_soon(self._catch_up_quietly)
+        except RuntimeError:
+            pass
+
+    def _catch_up_quietly(self) -> None:
+        try:
+            self._catch_up()
+        except Exception as e:  # as a failure inside __call__: the stream ends for the client at its next chunk
+            self.failed = e
+            if self.on_failure is not None:
+                self.on_failure(e)
 
     def _end_events(self) -> list[bytes]:
         """What the end of the stream releases (the buffered rest, the translator's close, the editor's held
