@@ -10,8 +10,8 @@ same fake provider over HTTPS; every call carries a distinct prompt, so nothing 
   default chain, redis   the same with limits and cache in a private redis-server
   cache hit              the same prompt every time, answered from the memory cache
 Rounds alternate between the targets, each round in another (seeded) order, so that machine noise, position and
-neighbours hit all alike; figures are medians of the rounds. The proxy's CPU per call (its processes' user + system time from
-/proc over the c=1 calls) moves less with the machine's noise than the rates do.
+neighbours hit all alike; figures are medians of the rounds. The proxy's CPU per call (its processes' user + system
+time from /proc over the c=1 calls) moves less with the machine's noise than the rates do.
 
 Other modes:
   --streams 2000     that many concurrent open streams on one gateway (slow fake provider): TTFT p50/p99, errors,
@@ -149,7 +149,8 @@ def concurrent(proxy: Gateway, n: int, clients: int = 8, fixed: bool = False) ->
 
 def side_by_side(args, work: Path, fake: FakeLLM, console: Console) -> dict:
     targets = {"floor": floor(work, fake),
-               "floor, tollgate's mitmproxy": floor(work, fake, "--set", "bench_like_tollgate=true", name="floor-tuned"),
+               "floor, tollgate's mitmproxy": floor(work, fake, "--set", "bench_like_tollgate=true",
+                                                    name="floor-tuned"),
                "tollgate": Gateway(work / "tollgate", {"providers": provider(fake),
                                                       "consumers": [{"name": "bench", "key": KEY}]}, extra=INSECURE),
                "default chain": Gateway(work / "chain", chain(fake), extra=INSECURE),

@@ -7,6 +7,7 @@ each message off, its addon dispatch walked once per event name), for a like-for
 
 import asyncio
 import json
+import os
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx
@@ -40,8 +41,9 @@ class Rewrite:
             figures["probes"] += 1
             figures["stalls_over_100ms"] += lag > 0.1
             figures["worst_s"] = max(figures["worst_s"], lag)
-            with open(path, "w") as f:
+            with open(path + ".tmp", "w") as f:  # replaced whole: the bench reads it while streams are open
                 json.dump(figures, f)
+            os.replace(path + ".tmp", path)
 
     def request(self, flow):
         upstream = urlsplit(ctx.options.bench_upstream)

@@ -18,10 +18,10 @@ does that a gateway does not need are turned off or done once):
 - mitmproxy's addon dispatch (`AddonManager.trigger_event`) walks all of its ~35 addons and their children for each
   of a call's eight events (four hooks, each followed by `update`), asking each for the hook by name, though only a
   dozen addons handle any of them and nobody handles `update`: 0.5 to 1.1 ms of the 1.8 to 3.5 ms of CPU plain
-  mitmdump spends on a call on this 2-core machine (scripts/bench: its two floors). The walk is made once per event name and kept
-  until an addon is registered or removed (a script loaded, reloaded or dropped) or an option changes: the same
-  handlers are called in the same order, with the same error handling (`safecall` per top-level addon,
-  `AddonHalt`). An addon that grows a hook method after it was registered is the one thing it does not see;
+  mitmdump spends on a call on this 2-core machine (scripts/bench: its two floors). The walk is made once per event
+  name and kept until an addon is registered or removed (a script loaded, reloaded or dropped) or an option
+  changes: the same handlers are called in the same order, with the same error handling (`safecall` per top-level
+  addon, `AddonHalt`). An addon that grows a hook method after it was registered is the one thing it does not see;
   tollgate's and mitmproxy's own addons never do.
 
 If a mitmproxy upgrade changes these shapes, install() finds out before patching anything. The request body limit
@@ -327,11 +327,11 @@ def speed_up(problems: dict[str, list[str]] | None = None) -> None:
                                               "; ".join(problems["debug_checks"]))
     elif _original_message_check is not None:
         http.MessageData.__post_init__ = _unchecked
-    _generation += 1
     if problems.get("dispatch"):
         logging.getLogger("tollgate").warning("tollgate: mitmproxy's addon dispatch stays as it is (%s)",
                                               "; ".join(problems["dispatch"]))
     else:
+        _generation += 1  # walks kept by an earlier install are not trusted
         _Manager.trigger_event = _trigger_event
         for name in ("trigger", "register", "remove", "clear"):  # trigger: configure (scripts reordered, say)
             setattr(_Manager, name, _changes_addons(name))

@@ -87,8 +87,8 @@ class StreamTap:
 
     When nothing rewrites or holds the events (no translator, editor or gate), a chunk's events go on at once and
     are metered once the event loop is free again (or on the tap's next call, or when the meter is read, whichever
-    comes first): reading each event's JSON (~10 us an event) no longer delays the client's first token. An event that may be the usage-only chunk to drop (one with an empty
-    list) is metered before it goes, in order."""
+    comes first): reading each event's JSON (~10 us an event) no longer delays the client's first token. An event
+    that may be the usage-only chunk to drop (one with an empty list) is metered before it goes, in order."""
 
     def __init__(self, meter, drop_usage_chunk: bool, clock, keep_bytes: int = 0, on_failure=None, decoder=None,
                  translator=None):
