@@ -73,3 +73,34 @@ def test_dead_redis_raises_store_error_fast():
             await store.get("x")
         return time.monotonic() - start
     assert run(scenario()) < 1.0
+
+
+def test_hung_redis_costs_a_call_its_deadline_and_no_late_reply_is_read_as_another(tmp_path):
+    """A Redis that stops answering (here: stopped with SIGSTOP) is a StoreError after the store's deadline. Once it
+    answers again, the reply to the cut-off command must not be taken for the next command's."""
+    import signal
+
+    from harness import RedisServer
+
+    server = RedisServer(tmp_path)
+    store = RedisStore(server.url, timeout_s=0.3)
+
+    async def scenario():
+        await store.set("t:first", b"first", 60)
+        await store.set("t:second", b"second", 60)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(StoreError):
+                await store.get("t:first")
+            took = time.monotonic() - start
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        second = await store.get("t:second")
+        await store.close()
+        return took, second
+    try:
+        took, second = run(scenario())
+    finally:
+        server.stop()
+    assert 0.25 < took < 1.0 and second == b"second"
