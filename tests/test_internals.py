@@ -148,6 +148,33 @@ async def test_an_addon_added_removed_or_reordered_after_a_dispatch_takes_part_i
     assert log == ["first", "first", "second", "second", "first", "child"]
 
 
+@pytest.mark.anyio
+async def test_children_reordered_by_configure_take_part_in_their_new_order_and_log_lines_keep_the_walk(pristine):
+    """mitmproxy's ScriptLoader reorders its scripts in configure: a kept walk goes then. A log line also reaches the
+    addons through AddonManager.trigger (once per line): it changes no addon, so the walk is kept."""
+    from mitmproxy.hooks import ConfigureHook
+    from mitmproxy.log import AddLogHook, LogEntry
+    from mitmproxy.proxy.layers.http._hooks import HttpRequestHook
+    from mitmproxy.test import taddons, tflow
+
+    log = []
+    internals.install()
+    with taddons.context() as tctx:
+        manager = tctx.master.addons
+        parent = _Calls("parent", log, [_Calls("x", log), _Calls("y", log)])
+        manager.add(parent)
+        await manager.trigger_event(HttpRequestHook(tflow.tflow()))
+        walks = manager._tollgate_walks
+        manager.trigger(AddLogHook(LogEntry("a log line", "info")))
+        await manager.trigger_event(HttpRequestHook(tflow.tflow()))
+        kept_over_log_line = manager._tollgate_walks is walks
+        parent.addons.reverse()
+        manager.trigger(ConfigureHook({"scripts"}))
+        await manager.trigger_event(HttpRequestHook(tflow.tflow()))
+    assert kept_over_log_line
+    assert log == ["parent", "x", "y", "parent", "x", "y", "parent", "y", "x"]
+
+
 def test_a_changed_addon_dispatch_is_left_to_mitmproxy_and_logged(pristine, caplog):
     from mitmproxy.addonmanager import AddonManager
 

@@ -289,6 +289,8 @@ def _changes_addons(name: str):
 
     def changed(self, *args, **kwargs):
         global _generation
+        if name == "trigger" and getattr(args[0] if args else None, "name", None) != "configure":
+            return original(self, *args, **kwargs)  # log lines and updates come this way too: no addon changes
         _generation += 1
         try:
             return original(self, *args, **kwargs)
