@@ -20,8 +20,9 @@ does that a gateway does not need are turned off or done once):
   dozen addons handle any of them and nobody handles `update`: 0.5 to 1.1 ms of the 1.8 to 3.5 ms of CPU plain
   mitmdump spends on a call on this 2-core machine (scripts/bench: its two floors). The walk is made once per event
   name and kept until an addon is registered or removed (a script loaded, reloaded or dropped) or an option
-  changes: the same handlers are called in the same order, with the same error handling (`safecall` per top-level
-  addon, `AddonHalt`). An addon that grows a hook method after it was registered is the one thing it does not see;
+  changes (configure; not the other events of `AddonManager.trigger`, such as each log line, mitmproxy's "Streaming
+  response" once a stream): the same handlers are called in the same order, with the same error handling
+  (`safecall` per top-level addon, `AddonHalt`). An addon that grows a hook method after it was registered is the one thing it does not see;
   tollgate's and mitmproxy's own addons never do.
 
 If a mitmproxy upgrade changes these shapes, install() finds out before patching anything. The request body limit
