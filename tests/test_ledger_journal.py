@@ -137,3 +137,33 @@ def test_text_sqlite_refuses_goes_in_repaired(tmp_path):
     JournalCommitter(journal, db).commit()
     reasons = dict(sqlite3.connect(path).execute("SELECT id, reason FROM calls"))
     assert reasons["call-1"] == "header bytes ? here" and "call-2" in reasons
+
+
+CLOSE_DURING_CHECKPOINT = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from tollgate.core.ledger import LedgerDB
+db = LedgerDB(sys.argv[2])
+db.checkpoint()
+inside = threading.Event()
+def slow_statement():  # SQLite calls this while the checkpoint's DELETE runs
+    inside.set()
+    time.sleep(0.3)
+    return 0
+db._checkpointer.set_progress_handler(slow_statement, 1)
+worker = threading.Thread(target=db.checkpoint, args=(0,))
+worker.start()
+inside.wait()
+db.close()
+worker.join()
+print("after close:", db.checkpoint(0))
+"""
+
+
+def test_a_ledger_closed_while_a_worker_thread_checkpoints_it_waits_for_it(tmp_path):
+    """A reload that moves the ledger (another path, a JSONL mirror turned on) closes it, maybe while the checkpoint
+    (with retention) runs in a worker thread. Closing the connection under that statement crashed the gateway
+    (SIGSEGV); now close waits, and a checkpoint after it does nothing."""
+    done = subprocess.run([sys.executable, "-c", CLOSE_DURING_CHECKPOINT, str(ROOT / "addons"),
+                           str(tmp_path / "usage.db")], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "after close: 0"), done.stderr[-2000:]

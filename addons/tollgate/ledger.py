@@ -13,7 +13,7 @@ import logging
 import time
 
 from tollgate.core import ledger_pg
-from tollgate.core.ledger import Journal, JournalCommitter, LedgerDB, recover_journals
+from tollgate.core.ledger import ClosedLedger, Journal, JournalCommitter, LedgerDB, recover_journals
 from tollgate.core.record import METADATA_KEY, Decision
 from tollgate.flows import pending, record_of, reject
 from tollgate.metrics import LEDGER_BACKLOG, LEDGER_ERRORS, health
@@ -243,6 +243,9 @@ class Shipper:
                     self._down = False
             except asyncio.CancelledError:
                 raise
+            except ClosedLedger:  # a reload moved the ledger meanwhile: the next turn ships from the new one (rows
+                wait = 0          # sent but not marked go again: the shared ledger upserts them by call id)
+                continue
             except Exception as e:
                 if not self._down:
                     log.error("tollgate: the shared ledger (%s) is unavailable (%s: %s); rows wait in %s and are "

@@ -12,6 +12,7 @@ a worker thread instead; it also keeps the WAL from growing without bound.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import fcntl
 import glob
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +60,10 @@ def open_db(path: str, outbox: bool = False) -> sqlite3.Connection:
     return db
 
 
+class ClosedLedger(sqlite3.ProgrammingError):
+    """The ledger was closed (a reload moved it, or the gateway is stopping) while a worker thread still had it."""
+
+
 class LedgerDB:
     def __init__(self, path: str, jsonl: str = "", outbox: bool = False):
         self.path = path
@@ -69,7 +75,12 @@ class LedgerDB:
         self._columns = list(stored_columns())
         quoted = ", ".join(f'"{c}"' for c in self._columns)  # "group" is an SQL keyword
         self._sql = f"INSERT OR REPLACE INTO calls ({quoted}) VALUES ({', '.join('?' for _ in self._columns)})"
+        # The worker threads' connection (checkpoints, retention, the outbox): one user at a time, and close() waits
+        # for its user. Closed under a statement another thread runs, the sqlite3 module crashes the process (a
+        # configuration reload that moves the ledger, say, while a checkpoint runs).
         self._checkpointer: sqlite3.Connection | None = None
+        self._worker_lock = threading.Lock()
+        self._closed = False
         self.unchecked = 0  # rows committed since the last checkpoint
 
     def write(self, row: dict) -> None:
@@ -91,56 +102,68 @@ class LedgerDB:
         if self._mirror is not None:
             self._mirror.write("".join(_compact(row) + "\n" for row in rows))
 
+    @contextlib.contextmanager
+    def _worker(self):
+        """The worker threads' connection, theirs alone while the block runs. Raises ClosedLedger once closed."""
+        with self._worker_lock:
+            if self._closed:
+                raise ClosedLedger(self.path)
+            if self._checkpointer is None:
+                self._checkpointer = connect(self.path)
+            yield self._checkpointer
+
     def checkpoint(self, retention_s: float | None = None) -> int:
         """Deletes rows past the retention, then moves the WAL into the database (with fsync). Blocking: call
-        from a worker thread. Returns the number of rows deleted."""
-        if self._checkpointer is None:
-            self._checkpointer = connect(self.path)
-        self.unchecked = 0
-        deleted = 0
-        if retention_s is not None:
-            cursor = self._checkpointer.execute("DELETE FROM calls WHERE started_at < ?", (time.time() - retention_s,))
-            deleted = cursor.rowcount
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return deleted
+        from a worker thread. Returns the number of rows deleted (none once the ledger is closed)."""
+        try:
+            with self._worker() as db:
+                self.unchecked = 0
+                deleted = 0
+                if retention_s is not None:
+                    cutoff = time.time() - retention_s
+                    deleted = db.execute("DELETE FROM calls WHERE started_at < ?", (cutoff,)).rowcount
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                return deleted
+        except ClosedLedger:  # a reload moved the ledger meanwhile: the next one checkpoints the new file
+            return 0
 
     # --- the outbox (blocking: call from a worker thread) ---------------------------------------------------------
-    def _outbox(self) -> sqlite3.Connection:
-        if self._checkpointer is None:
-            self._checkpointer = connect(self.path)
-        return self._checkpointer
-
     def unshipped(self, limit: int) -> list[tuple]:
         """Up to limit rows not yet in the shared ledger, oldest first: (rowid, *columns)."""
         quoted = ", ".join(f'"{c}"' for c in self._columns)
-        return self._outbox().execute(f"SELECT rowid, {quoted} FROM calls WHERE shipped = 0 ORDER BY rowid LIMIT ?",
-                                      (limit,)).fetchall()
+        with self._worker() as db:
+            return db.execute(f"SELECT rowid, {quoted} FROM calls WHERE shipped = 0 ORDER BY rowid LIMIT ?",
+                              (limit,)).fetchall()
 
     def mark_shipped(self, rowids: list[int]) -> None:
-        db = self._outbox()
-        for start in range(0, len(rowids), 500):
-            chunk = rowids[start:start + 500]
-            db.execute(f"UPDATE calls SET shipped = 1 WHERE rowid IN ({', '.join('?' for _ in chunk)})", chunk)
+        with self._worker() as db:
+            for start in range(0, len(rowids), 500):
+                chunk = rowids[start:start + 500]
+                db.execute(f"UPDATE calls SET shipped = 1 WHERE rowid IN ({', '.join('?' for _ in chunk)})", chunk)
 
     def backlog(self) -> int:
-        return self._outbox().execute("SELECT COUNT(*) FROM calls WHERE shipped = 0").fetchone()[0]
+        with self._worker() as db:
+            return db.execute("SELECT COUNT(*) FROM calls WHERE shipped = 0").fetchone()[0]
 
     def forget_shipped(self, older_than_s: float) -> int:
         """The outbox keeps shipped rows for a while (a local copy), then lets them go."""
-        cursor = self._outbox().execute("DELETE FROM calls WHERE shipped = 1 AND started_at < ?",
-                                        (time.time() - older_than_s,))
-        return cursor.rowcount
+        with self._worker() as db:
+            return db.execute("DELETE FROM calls WHERE shipped = 1 AND started_at < ?",
+                              (time.time() - older_than_s,)).rowcount
 
     def close(self) -> None:
-        try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-        self._db.close()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-        if self._mirror is not None:
-            self._mirror.close()
+        """Waits for a worker thread's statement to end (a checkpoint: milliseconds), then closes everything."""
+        with self._worker_lock:
+            self._closed = True
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+            if self._mirror is not None:
+                self._mirror.close()
 
 
 class _Segment:
