@@ -22,8 +22,8 @@ does that a gateway does not need are turned off or done once):
   name and kept until an addon is registered or removed (a script loaded, reloaded or dropped) or an option
   changes (configure; not the other events of `AddonManager.trigger`, such as each log line, mitmproxy's "Streaming
   response" once a stream): the same handlers are called in the same order, with the same error handling
-  (`safecall` per top-level addon, `AddonHalt`). An addon that grows a hook method after it was registered is the one thing it does not see;
-  tollgate's and mitmproxy's own addons never do.
+  (`safecall` per top-level addon, `AddonHalt`). An addon that grows a hook method after it was registered is the
+  one thing it does not see; tollgate's and mitmproxy's own addons never do.
 
 If a mitmproxy upgrade changes these shapes, install() finds out before patching anything. The request body limit
 degrades: logged once, mitmproxy's own body_size_limit then applies to every flow. The event handler carries the
@@ -285,13 +285,15 @@ async def _trigger_event(self, event) -> None:
                 raise e
 
 
-def _changes_addons(name: str):
+def _changes_addons(name: str, changes=lambda *args, **kwargs: True):
+    """The AddonManager method `name`, made to drop the kept walks when `changes(its arguments)` says it may change
+    the addons."""
     original = _original_dispatch[name]
 
     def changed(self, *args, **kwargs):
         global _generation
-        if name == "trigger" and getattr(args[0] if args else None, "name", None) != "configure":
-            return original(self, *args, **kwargs)  # log lines and updates come this way too: no addon changes
+        if not changes(*args, **kwargs):
+            return original(self, *args, **kwargs)
         _generation += 1
         try:
             return original(self, *args, **kwargs)
@@ -336,8 +338,10 @@ def speed_up(problems: dict[str, list[str]] | None = None) -> None:
     else:
         _generation += 1  # walks kept by an earlier install are not trusted
         _Manager.trigger_event = _trigger_event
-        for name in ("trigger", "register", "remove", "clear"):  # trigger: configure (scripts reordered, say)
+        for name in ("register", "remove", "clear"):
             setattr(_Manager, name, _changes_addons(name))
+        # trigger also carries each log line and update; of its events only configure may reorder addons (scripts)
+        _Manager.trigger = _changes_addons("trigger", lambda event: getattr(event, "name", None) in ("configure", None))
 
 
 def uninstall() -> None:
