@@ -209,3 +209,33 @@ def test_redis_outage_open_keeps_serving_closed_refuses_and_limits_return(tmp_pa
     finally:
         gw.stop()
         redis.stop()
+
+
+def test_a_hung_redis_costs_a_call_about_a_second_and_its_late_reply_is_nobody_elses(tmp_path, fake):
+    """A Redis that accepts but stops answering (SIGSTOP): under on_store_error open the call is served after the
+    store's one-second deadline, not hung. Its reservation was already sent: once Redis wakes it is charged (the safe
+    side), so the next call is the third of two and refused; had the late reply ("admitted") been read as the next
+    call's, that call would have passed."""
+    import signal
+
+    redis = RedisServer(tmp_path / "redis")
+    config = {"providers": providers_to(fake), "consumers": CONSUMERS, "store": redis.url,
+              "limits": {"rules": [{"name": "two", "per": "consumer", "requests_per_minute": 2}]}}
+    gw = Gateway(tmp_path / "gw", config)
+    try:
+        client = gw.openai("tg-l-alice")
+        assert raw(client).http_response.status_code == 200
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            assert raw(client).http_response.status_code == 200
+            took = time.monotonic() - start
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert 0.9 < took < 5 and gw.logs().count("shared store unavailable") == 1
+        with pytest.raises(openai.RateLimitError) as refused:
+            raw(client)
+        assert "rate limit 'two' exceeded" in refused.value.message
+    finally:
+        gw.stop()
+        redis.stop()
